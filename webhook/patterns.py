@@ -41,11 +41,14 @@ def compile_image_pattern(text: str) -> ImagePattern:
     if "@" in text:
         raise PatternError(f"invalid image pattern {text!r}: patterns must not carry a digest")
     last_segment = text.rsplit("/", 1)[-1]
-    if ":" in last_segment and "/" in text or (":" in text and "/" not in text):
+    if ":" in last_segment:  # a port is in the first segment, a tag in the last
         raise PatternError(f"invalid image pattern {text!r}: patterns must not carry a tag")
-    first = text.split("/", 1)[0]
-    if first in ("*", "**"):
+    first, sep, rest = text.partition("/")
+    if text == "**" or (sep and first in ("*", "**")):
         normalised = text  # any registry
+    elif sep and rest == "**":
+        # "docker.io/**" is all of Docker Hub, not only "library/" (split_domain would add it).
+        normalised = f"{split_domain(text)[0]}/**"
     else:
         registry, path = split_domain(text)
         normalised = f"{registry}/{path}"
@@ -71,7 +74,10 @@ def _to_regex(pattern: str, original: str) -> re.Pattern[str]:
             parts.append(_segment_regex(segment, original))
         if index < len(segments) - 1:
             parts.append("/")
-    return re.compile("".join(parts))
+    try:
+        return re.compile("".join(parts))
+    except re.error as exc:  # defensive: a class body _class_body did not foresee
+        raise PatternError(f"invalid image pattern {original!r}: {exc}") from exc
 
 
 def _segment_regex(segment: str, original: str) -> str:
@@ -90,7 +96,7 @@ def _segment_regex(segment: str, original: str) -> str:
                     f"invalid image pattern {original!r}: unclosed or empty '[' character class"
                 )
             negate, body = m.groups()
-            out.append(f"[{'^' if negate else ''}{_class_body(body)}]")
+            out.append(f"[{'^' if negate else ''}{_class_body(body, original)}]")
             i = m.end()
             continue
         elif c == "]":
@@ -101,8 +107,24 @@ def _segment_regex(segment: str, original: str) -> str:
     return "".join(out)
 
 
-def _class_body(body: str) -> str:
-    return "".join("\\" + c if c in "\\^]" else c for c in body)
+def _class_body(body: str, original: str) -> str:
+    # Every character is escaped (Python reads "[[", "--", "&&", "~~", "||" in a set as
+    # future set syntax and warns); only "a-z" ranges keep their "-".
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            if low > high:
+                raise PatternError(
+                    f"invalid image pattern {original!r}: bad character range {low}-{high}"
+                )
+            out.append(f"{re.escape(low)}-{re.escape(high)}")
+            i += 3
+        else:
+            out.append(re.escape(body[i]))
+            i += 1
+    return "".join(out)
 
 
 def validate_namespace_glob(text: str) -> str:
@@ -112,11 +134,20 @@ def validate_namespace_glob(text: str) -> str:
             f"invalid namespace pattern {text!r}: use lowercase letters, digits, '-' and globs"
         )
     depth = 0
-    for c in text:
+    for i, c in enumerate(text):
         if c == "[":
             if depth:
                 raise PatternError(f"invalid namespace pattern {text!r}: nested '['")
+            if text.startswith(("]", "!]"), i + 1):
+                # fnmatch would read "[]" / "[!]" as literal text no namespace contains.
+                raise PatternError(f"invalid namespace pattern {text!r}: empty '[]'")
             depth = 1
+        elif c == "!" and not depth:
+            # A leading "!" looks like negation but fnmatch reads it literally.
+            raise PatternError(
+                f"invalid namespace pattern {text!r}: '!' negates only right after '['; "
+                "use namespaces.exclude to leave namespaces out"
+            )
         elif c == "]":
             if not depth:
                 raise PatternError(f"invalid namespace pattern {text!r}: unmatched ']'")

@@ -24,9 +24,14 @@ _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(
-    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?"
+    # IPv6 literals: compressed or full hex only; IPv4-mapped forms (with ".") are excluded,
+    # as in distribution/reference.
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]{{1,5}})?"
 )
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
+# re.ASCII: Go's \w is [0-9A-Za-z_]; Python's would also accept non-ASCII letters.
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+# A bare 64-hex string is an image ID to container runtimes, never a repository name.
+_IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _SHA512_HEX = re.compile(r"[0-9a-f]{128}")
@@ -69,10 +74,22 @@ class ImageReference:
         return f"{self.name}@{digest}"
 
 
+def _is_domain(first: str) -> bool:
+    # distribution/reference splitDockerDomain: a first component with ".", ":" or an
+    # uppercase letter, or "localhost", names a registry.
+    return (
+        "." in first
+        or ":" in first
+        or first == "localhost"
+        or first.startswith("[")
+        or first.lower() != first
+    )
+
+
 def split_domain(name: str) -> tuple[str, str]:
     """Split a name into (registry, repository) by the Docker rules, without validation."""
     first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+    if sep and _is_domain(first):
         registry = DOCKER_HUB if first in _HUB_ALIASES else first
         path = rest
     else:
@@ -109,6 +126,10 @@ def parse_reference(text: str) -> ImageReference:
         raise InvalidReferenceError("empty image reference")
     if text != text.strip() or any(c.isspace() for c in text):
         raise InvalidReferenceError(f"invalid image reference {text!r}: contains whitespace")
+    if _IDENTIFIER.fullmatch(text):
+        raise InvalidReferenceError(
+            f"invalid image reference {text!r}: cannot specify 64-byte hexadecimal strings"
+        )
     remainder, at, digest = text.partition("@")
     if at:
         validate_digest(digest)
@@ -133,10 +154,7 @@ def parse_reference(text: str) -> ImageReference:
 
 def _validate_name(name: str, original: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
-    has_domain = bool(sep) and (
-        "." in first or ":" in first or first == "localhost" or first.startswith("[")
-    )
-    if has_domain:
+    if sep and _is_domain(first):
         if not _DOMAIN.fullmatch(first):
             raise InvalidReferenceError(
                 f"invalid image reference {original!r}: bad registry host {first!r}"
@@ -156,8 +174,11 @@ def _validate_name(name: str, original: str) -> tuple[str, str]:
                 else f"bad path component {component!r}"
             )
             raise InvalidReferenceError(f"invalid image reference {original!r}: {reason}")
-    if len(name) > _MAX_NAME_LENGTH:
+    registry, path = split_domain(name)
+    # The limit applies to the normalised name (distribution/reference checks it after
+    # adding docker.io/library/), so that str(parse_reference(x)) parses again.
+    if len(registry) + 1 + len(path) > _MAX_NAME_LENGTH:
         raise InvalidReferenceError(
             f"invalid image reference {original!r}: name longer than {_MAX_NAME_LENGTH} characters"
         )
-    return split_domain(name)
+    return registry, path

@@ -1,0 +1,38 @@
+"""Shared fixtures. Each section is one service or concern; logic lives in helper modules."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.registry_server import MISSING_MESSAGE, RegistryServer, find_or_install_registry_binary
+
+# --------------------------------------------------------------------------- real registry
+# Debian's docker-registry (tests/registry_server.py). Missing binary: skip, unless
+# SEALGATE_REQUIRE_REGISTRY=1 (CI), where a skipped registry test would hide a gap.
+
+
+@pytest.fixture(scope="session")
+def registry_binary() -> str:
+    binary = find_or_install_registry_binary()
+    if binary is None:
+        if os.environ.get("SEALGATE_REQUIRE_REGISTRY") == "1":
+            pytest.fail(MISSING_MESSAGE)
+        pytest.skip(MISSING_MESSAGE)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def registry(registry_binary: str) -> Iterator[RegistryServer]:
+    """A started registry shared by the session (plain HTTP: list its host as insecure)."""
+    with RegistryServer(binary=registry_binary) as server:
+        yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that use a real registry carry the "registry" marker: `pytest -m "not registry"`.
+    for item in items:
+        if {"registry", "registry_binary"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.registry)

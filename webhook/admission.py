@@ -1,0 +1,205 @@
+"""AdmissionReview in and out, and pod-spec extraction for every pod-bearing kind (pure).
+
+SPEC §3: Pod and every controller with a pod template; containers,
+initContainers and ephemeralContainers; the ``pods/ephemeralcontainers``
+subresource. Malformed input raises AdmissionError (HTTP 400).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.errors import AdmissionError
+
+API_VERSION = "admission.k8s.io/v1"
+BREAK_GLASS_ANNOTATION = "sealgate.dev/break-glass"
+CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+
+# kind -> path from the object to the pod template (whose "spec" is the pod spec)
+_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "ReplicationController": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+POD_BEARING_KINDS = frozenset({"Pod", "EphemeralContainers", *_TEMPLATE_PATHS})
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    uid: str
+    kind: str
+    namespace: str | None
+    name: str | None
+    operation: str
+    sub_resource: str | None
+    user: str
+    dry_run: bool
+    images: tuple[str, ...]  # images to check (UPDATE: only the changed ones)
+    break_glass_reason: str | None
+
+    @property
+    def pod_bearing(self) -> bool:
+        return self.kind in POD_BEARING_KINDS
+
+
+def parse_review(body: bytes) -> AdmissionRequest:
+    """Parse an AdmissionReview body; AdmissionError names what is wrong."""
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AdmissionError(f"request body is not JSON: {exc}") from exc
+    if not isinstance(review, dict):
+        raise AdmissionError("request body is not an AdmissionReview object")
+    if review.get("kind") != "AdmissionReview":
+        raise AdmissionError(f"kind must be AdmissionReview, not {review.get('kind')!r}")
+    if review.get("apiVersion") != API_VERSION:
+        raise AdmissionError(f"apiVersion must be {API_VERSION}, not {review.get('apiVersion')!r}")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise AdmissionError("AdmissionReview has no request")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise AdmissionError("request.uid is missing")
+    return request_from_dict(request)
+
+
+def request_from_dict(request: Mapping[str, Any]) -> AdmissionRequest:
+    uid = str(request.get("uid", ""))
+    operation = _str(request.get("operation"), "request.operation") or ""
+    kind_info = request.get("kind")
+    kind = ""
+    if isinstance(kind_info, dict):
+        kind = _str(kind_info.get("kind"), "request.kind.kind") or ""
+    sub_resource = _str(request.get("subResource"), "request.subResource")
+    obj = request.get("object")
+    old = request.get("oldObject")
+    if operation in ("CREATE", "UPDATE") and not isinstance(obj, dict):
+        raise AdmissionError(f"request.object is missing for {operation}")
+    name = _str(request.get("name"), "request.name")
+    if not name and isinstance(obj, dict):
+        meta = obj.get("metadata")
+        if isinstance(meta, dict):
+            name = _str(meta.get("name"), "object.metadata.name") or _str(
+                meta.get("generateName"), "object.metadata.generateName"
+            )
+    user_info = request.get("userInfo")
+    user = ""
+    if isinstance(user_info, dict):
+        user = _str(user_info.get("username"), "request.userInfo.username") or ""
+    images: tuple[str, ...] = ()
+    glass: str | None = None
+    if operation in ("CREATE", "UPDATE") and isinstance(obj, dict) and kind in POD_BEARING_KINDS:
+        images = object_images(kind, obj)
+        glass = break_glass_reason(kind, obj)
+        if operation == "UPDATE" and isinstance(old, dict):
+            before = set(object_images(kind, old))
+            images = tuple(image for image in images if image not in before)
+    return AdmissionRequest(
+        uid=uid,
+        kind=kind,
+        namespace=_str(request.get("namespace"), "request.namespace") or None,
+        name=name,
+        operation=operation,
+        sub_resource=sub_resource,
+        user=user,
+        dry_run=request.get("dryRun") is True,
+        images=images,
+        break_glass_reason=glass,
+    )
+
+
+def pod_template(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The object holding ``metadata`` + ``spec`` of the pod (the Pod itself or its template)."""
+    if kind in ("Pod", "EphemeralContainers"):
+        return obj
+    path = _TEMPLATE_PATHS.get(kind)
+    if path is None:
+        return None
+    node: Any = obj
+    walked = "object"
+    for key in path:
+        walked += f".{key}"
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            raise AdmissionError(f"{walked.rsplit('.', 1)[0]} must be an object")
+        node = node.get(key)
+    if node is None:
+        return None
+    if not isinstance(node, dict):
+        raise AdmissionError(f"{walked} must be an object")
+    return node
+
+
+def object_images(kind: str, obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every image of every container kind, in order, without duplicates."""
+    template = pod_template(kind, obj)
+    if template is None:
+        return ()
+    spec: Any = template if kind == "EphemeralContainers" else template.get("spec")
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict):
+        raise AdmissionError(f"pod spec of {kind} must be an object")
+    images: list[str] = []
+    for field in CONTAINER_FIELDS:
+        containers = spec.get(field)
+        if containers is None:
+            continue
+        if not isinstance(containers, list):
+            raise AdmissionError(f"{field} must be a list")
+        for index, container in enumerate(containers):
+            if not isinstance(container, dict):
+                raise AdmissionError(f"{field}[{index}] must be an object")
+            image = container.get("image")
+            if image is None:
+                continue
+            if not isinstance(image, str):
+                raise AdmissionError(f"{field}[{index}].image must be a string")
+            if image not in images:
+                images.append(image)
+    return tuple(images)
+
+
+def break_glass_reason(kind: str, obj: Mapping[str, Any]) -> str | None:
+    """The break-glass annotation of the pod (or pod template); empty reasons don't count."""
+    template = pod_template(kind, obj)
+    if template is None:
+        return None
+    meta = template.get("metadata")
+    if not isinstance(meta, dict):
+        return None
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict):
+        return None
+    reason = annotations.get(BREAK_GLASS_ANNOTATION)
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()
+    return None
+
+
+def review_response(
+    uid: str, *, allowed: bool, message: str = "", warnings: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """An AdmissionReview answer; a deny carries status 403 and the message (SPEC §3)."""
+    response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        response["status"] = {"code": 403, "reason": "Forbidden", "message": message}
+    if warnings:
+        response["warnings"] = list(warnings)
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def _str(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AdmissionError(f"{what} must be a string")
+    return value

@@ -1,0 +1,685 @@
+"""Async client for the Docker Registry HTTP API v2 / OCI distribution (SPEC §4).
+
+What it does: resolve tags to digests, fetch manifests and blobs (verifying that
+content hashes to the digest it was asked for) and find cosign's legacy
+``sha256-<hex>.sig`` signatures. Anonymous, bearer-token and basic auth;
+credentials come from a docker ``config.json``-format file.
+
+Every failure is a RegistryError naming the registry, the repository and what
+happened; a 404 for a manifest is the definitive ManifestUnknownError. Messages
+never carry credentials or tokens. The client does not own its
+``httpx.AsyncClient``: the app lifespan creates and closes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+from webhook.errors import DigestMismatchError, ManifestUnknownError, RegistryError
+from webhook.oci import (
+    DOCKER_MANIFEST_LIST,
+    MANIFEST_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Manifest,
+    SignatureLayer,
+)
+from webhook.references import DOCKER_HUB, ImageReference
+
+# The OCI distribution spec's limit for manifests registries must accept.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_BLOB_BYTES = 4 * 1024 * 1024
+# A .sig image with more layers than this is abuse, not signatures: use the first ones.
+MAX_SIGNATURE_LAYERS = 100
+# Blob fetches of one .sig image in flight at once.
+_LAYER_CONCURRENCY = 8
+# Docker's token spec: a token without expires_in lives 60 s.
+DEFAULT_TOKEN_TTL = 60.0
+# Drop cached tokens a little before they expire, so a request never races the expiry.
+_TOKEN_EXPIRY_MARGIN = 5.0
+# Error bodies (401, 404, 5xx) are read only this far: we never need more of them.
+_ERROR_BODY_BYTES = 64 * 1024
+
+_MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
+_DOCKER_HUB_API = "registry-1.docker.io"
+_DOCKER_HUB_KEYS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_HASHES: Mapping[str, Callable[[bytes], Any]] = {
+    "sha256": hashlib.sha256,
+    "sha512": hashlib.sha512,
+}
+_GENERIC_CONTENT_TYPES = frozenset(
+    {"", "application/json", "text/plain", "application/octet-stream"}
+)
+_CHALLENGE_PARAM = re.compile(r'\s*([A-Za-z_][\w-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def _registry_key(text: str) -> str:
+    """``host``, ``host:port``, ``https://host/v1/`` -> ``host[:port]``; Hub aliases: docker.io."""
+    text = text.strip()
+    if "://" in text:
+        text = urlsplit(text).netloc
+    host = text.split("/", 1)[0].lower()
+    return DOCKER_HUB if host in _DOCKER_HUB_KEYS else host
+
+
+class RegistryCredentials:
+    """Basic credentials per registry host, from a docker ``config.json``-format file.
+
+    Only the ``auths`` section is read: ``{"auths": {HOST: {"auth": base64("user:pass")}}}``
+    or ``{HOST: {"username": ..., "password": ...}}``. Entries without credentials
+    (Docker Desktop writes ``{}`` next to a ``credsStore``) are ignored.
+    """
+
+    __slots__ = ("_auths",)
+
+    def __init__(self, auths: Mapping[str, tuple[str, str]] | None = None) -> None:
+        self._auths = {_registry_key(host): creds for host, creds in (auths or {}).items()}
+
+    def __repr__(self) -> str:
+        # The secret never appears in a repr (logs, tracebacks, pytest output).
+        return f"RegistryCredentials(hosts={sorted(self._auths)!r})"
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        return frozenset(self._auths)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> RegistryCredentials:
+        """Read a docker config file; RegistryError naming the file and the problem."""
+        name = os.fspath(path)
+        try:
+            with open(name, "rb") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            raise RegistryError(
+                f"registry credentials file {name}: cannot read it: {exc.strerror or exc}"
+            ) from exc
+        try:
+            config = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # JSONDecodeError.msg/lineno/colno describe the position, never the content.
+            where = (
+                f" (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+                if isinstance(exc, json.JSONDecodeError)
+                else ": not UTF-8 text"
+            )
+            raise RegistryError(
+                f"registry credentials file {name}: not valid JSON{where}"
+            ) from exc
+        return cls.from_config(config, source=name)
+
+    @classmethod
+    def from_config(cls, config: object, *, source: str = "<config>") -> RegistryCredentials:
+        """Credentials from an already parsed docker config (``source`` names it in errors)."""
+
+        def fail(problem: str) -> RegistryError:
+            return RegistryError(f"registry credentials file {source}: {problem}")
+
+        if not isinstance(config, dict):
+            raise fail("expected a JSON object at the top level")
+        auths = config.get("auths", {})
+        if not isinstance(auths, dict):
+            raise fail('"auths" must be an object mapping registry hosts to credentials')
+        parsed: dict[str, tuple[str, str]] = {}
+        for host, entry in auths.items():
+            if not isinstance(entry, dict):
+                raise fail(f'"auths" entry {host!r} must be an object')
+            try:
+                creds = _entry_credentials(entry)
+            except _BadEntry as exc:
+                raise fail(f'"auths" entry {host!r}: {exc}') from None
+            if creds is not None:
+                parsed[host] = creds
+        return cls(parsed)
+
+    def lookup(self, registry_host: str) -> tuple[str, str] | None:
+        """``(username, password)`` for a registry host (``host[:port]``), or None."""
+        return self._auths.get(_registry_key(registry_host))
+
+
+class _BadEntry(Exception):
+    """One ``auths`` entry is unusable; the text says why and never holds the secret."""
+
+
+def _entry_credentials(entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    auth = entry.get("auth")
+    if auth not in (None, ""):
+        if not isinstance(auth, str):
+            raise _BadEntry('"auth" must be a string (base64 of "username:password")')
+        try:
+            decoded = base64.b64decode(auth, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            # "from None": the decoder's message would quote the secret.
+            raise _BadEntry('"auth" is not valid base64 of "username:password"') from None
+        username, colon, password = decoded.partition(":")
+        if not colon or not username:
+            raise _BadEntry('"auth" does not decode to "username:password"')
+        return username, password
+    user = entry.get("username")
+    secret = entry.get("password")
+    if user is None and secret is None:
+        return None
+    if not isinstance(user, str) or not user:
+        raise _BadEntry('"username" must be a non-empty string when "password" is given')
+    if not isinstance(secret, str):
+        raise _BadEntry('"password" must be a string when "username" is given')
+    return user, secret
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """A response read to the end (or to its cap), connection already released."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Challenge:
+    scheme: str  # lowercase: "bearer" | "basic" | other
+    params: Mapping[str, str]
+
+
+class RegistryClient:
+    """One per app. Talks HTTPS, or plain HTTP to hosts listed in ``insecure``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        credentials: RegistryCredentials | None = None,
+        insecure: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http
+        self._credentials = credentials
+        self._insecure = insecure
+        self._clock = clock
+        # (registry, scope) -> (token, monotonic expiry)
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        # registries that challenged with Basic: send credentials up front next time
+        self._basic: set[str] = set()
+
+    # ----------------------------------------------------------------- public API
+
+    def base_url(self, registry: str) -> str:
+        """``https://host[:port]`` (``http://`` when insecure); Docker Hub's API host."""
+        scheme = "http" if registry in self._insecure else "https"
+        host = _DOCKER_HUB_API if registry == DOCKER_HUB else registry
+        return f"{scheme}://{host}"
+
+    async def get_manifest(self, ref: ImageReference, reference: str) -> Manifest:
+        """The manifest (or index) at a tag or digest, verified against that digest."""
+        what = f"manifest {ref.repository}{'@' if ':' in reference else ':'}{reference}"
+        fetched = await self._request(
+            ref,
+            f"/v2/{ref.repository}/manifests/{reference}",
+            what=what,
+            accept=_MANIFEST_ACCEPT,
+            max_bytes=MAX_MANIFEST_BYTES,
+        )
+        if fetched.status == 404:
+            raise ManifestUnknownError(
+                f"registry {ref.registry} has no {what}{_error_code(fetched.content)}"
+            )
+        content = fetched.content
+        if ":" in reference:
+            # A digest reference: the content must be what the reference names.
+            _verify_digest(content, reference, ref, what)
+            digest = reference
+        else:
+            digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        header = fetched.headers.get("docker-content-digest")
+        if header:
+            _verify_digest(content, header.strip(), ref, what, source="Docker-Content-Digest")
+        return Manifest(digest=digest, media_type=_media_type(fetched, content), content=content)
+
+    async def resolve_digest(self, ref: ImageReference) -> str:
+        """The digest a reference names; a digest reference needs no request.
+
+        An index / manifest list digest is kept as is (SPEC §4: resolved as the
+        digest the reference names), so signatures on the index are what count.
+        """
+        if ref.digest is not None:
+            return ref.digest
+        manifest = await self.get_manifest(ref, ref.tag or "latest")
+        return manifest.digest
+
+    async def get_blob(
+        self, ref: ImageReference, digest: str, *, max_bytes: int = MAX_BLOB_BYTES
+    ) -> bytes:
+        """A blob's bytes, verified against ``digest``; redirects (CDNs) are followed."""
+        what = f"blob {ref.repository}@{digest}"
+        fetched = await self._request(
+            ref,
+            f"/v2/{ref.repository}/blobs/{digest}",
+            what=what,
+            max_bytes=max_bytes,
+            follow_redirects=True,
+        )
+        if fetched.status == 404:
+            raise RegistryError(
+                f"registry {ref.registry} has no {what}{_error_code(fetched.content)}"
+            )
+        _verify_digest(fetched.content, digest, ref, what)
+        return fetched.content
+
+    async def cosign_signatures(
+        self, ref: ImageReference, image_digest: str
+    ) -> list[SignatureLayer]:
+        """Layers of cosign's ``sha256-<hex>.sig`` image for a digest; ``[]`` when there is none."""
+        algorithm, _, encoded = image_digest.partition(":")
+        tag = f"{algorithm}-{encoded}.sig"
+        try:
+            manifest = await self.get_manifest(ref, tag)
+        except ManifestUnknownError:
+            return []  # no signature tag: a definitive "unsigned", not an error
+        what = f"signature manifest {ref.repository}:{tag}"
+        layers = _signature_layers(manifest.content, ref, what)[:MAX_SIGNATURE_LAYERS]
+        payloads: list[bytes | None] = [None] * len(layers)
+        errors: list[RegistryError] = []
+        limiter = anyio.Semaphore(_LAYER_CONCURRENCY)
+
+        async def fetch(index: int, digest: str) -> None:
+            async with limiter:
+                try:
+                    payloads[index] = await self.get_blob(ref, digest)
+                except RegistryError as exc:
+                    errors.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for index, (_, digest, _) in enumerate(layers):
+                group.start_soon(fetch, index, digest)
+        if errors:
+            raise errors[0]
+        return [
+            SignatureLayer(media_type=media_type, payload=payload, annotations=annotations)
+            for (media_type, _, annotations), payload in zip(layers, payloads, strict=True)
+            if payload is not None
+        ]
+
+    # ----------------------------------------------------------------- HTTP + auth
+
+    async def _request(
+        self,
+        ref: ImageReference,
+        path: str,
+        *,
+        what: str,
+        max_bytes: int,
+        accept: str | None = None,
+        follow_redirects: bool = False,
+    ) -> _Fetched:
+        """GET ``path`` on ``ref``'s registry with auth; 200 and 404 return, all else raises.
+
+        The one place every registry request goes through: retries with backoff
+        and response caching belong here.
+        """
+        url = self.base_url(ref.registry) + path
+        scope = f"repository:{ref.repository}:pull"
+        headers = {"Accept": accept} if accept else {}
+        authorization = self._known_authorization(ref.registry, scope)
+        fetched = await self._send(
+            ref, url, headers, authorization, what=what, max_bytes=max_bytes,
+            follow_redirects=follow_redirects,
+        )
+        if fetched.status == 401:
+            if authorization is not None:
+                # A cached token the registry no longer takes: start over once.
+                self._tokens.pop((ref.registry, scope), None)
+            authorization = await self._authorize(ref, fetched.headers, scope, what)
+            fetched = await self._send(
+                ref, url, headers, authorization, what=what, max_bytes=max_bytes,
+                follow_redirects=follow_redirects,
+            )
+            if fetched.status in (401, 403):
+                raise RegistryError(
+                    f"registry {ref.registry} refused access to repository {ref.repository} "
+                    f"after authenticating (HTTP {fetched.status}) for {what}"
+                    f"{_error_code(fetched.content)}"
+                )
+        if fetched.status in (200, 404):
+            return fetched
+        if fetched.status == 403:
+            raise RegistryError(
+                f"registry {ref.registry} denied access to repository {ref.repository} "
+                f"(HTTP 403) for {what}{_error_code(fetched.content)}"
+            )
+        if fetched.status == 429:
+            raise RegistryError(
+                f"registry {ref.registry} is rate limiting (HTTP 429) for {what}"
+                f"{_error_code(fetched.content)}"
+            )
+        raise RegistryError(
+            f"registry {ref.registry} answered HTTP {fetched.status} for {what}"
+            f"{_error_code(fetched.content)}"
+        )
+
+    async def _send(
+        self,
+        ref: ImageReference,
+        url: str,
+        headers: Mapping[str, str],
+        authorization: str | None,
+        *,
+        what: str,
+        max_bytes: int,
+        follow_redirects: bool,
+    ) -> _Fetched:
+        request_headers = dict(headers)
+        if authorization is not None:
+            request_headers["Authorization"] = authorization
+        request = self._http.build_request("GET", url, headers=request_headers)
+        try:
+            response = await self._http.send(
+                request, stream=True, follow_redirects=follow_redirects
+            )
+            try:
+                if response.status_code == 200:
+                    content = await _read_capped(response, max_bytes, ref, what)
+                else:
+                    content = await _read_prefix(response, _ERROR_BODY_BYTES)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise RegistryError(
+                f"registry {ref.registry} timed out for {what} ({type(exc).__name__})"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                f"could not reach registry {ref.registry} for {what}: {_describe(exc)}"
+            ) from exc
+        return _Fetched(response.status_code, response.headers, content)
+
+    def _known_authorization(self, registry: str, scope: str) -> str | None:
+        cached = self._tokens.get((registry, scope))
+        if cached is not None:
+            token, expiry = cached
+            if self._clock() < expiry:
+                return f"Bearer {token}"
+            del self._tokens[(registry, scope)]
+        if registry in self._basic:
+            return self._basic_authorization(registry)
+        return None
+
+    def _basic_authorization(self, registry: str) -> str | None:
+        creds = self._credentials.lookup(registry) if self._credentials else None
+        if creds is None:
+            return None
+        return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+
+    async def _authorize(
+        self, ref: ImageReference, headers: httpx.Headers, scope: str, what: str
+    ) -> str:
+        """Answer a 401's ``WWW-Authenticate`` challenge with an Authorization header value."""
+        challenges = [
+            challenge
+            for value in headers.get_list("www-authenticate")
+            if (challenge := _parse_challenge(value)) is not None
+        ]
+        by_scheme = {challenge.scheme: challenge for challenge in challenges}
+        if "bearer" in by_scheme:
+            token = await self._fetch_token(ref, by_scheme["bearer"], scope, what)
+            return f"Bearer {token}"
+        if "basic" in by_scheme:
+            authorization = self._basic_authorization(ref.registry)
+            if authorization is None:
+                raise RegistryError(
+                    f"registry {ref.registry} requires credentials for repository "
+                    f"{ref.repository} ({what}); none are configured for {ref.registry}"
+                )
+            self._basic.add(ref.registry)
+            return authorization
+        offered = ", ".join(sorted(by_scheme)) or "none"
+        raise RegistryError(
+            f"registry {ref.registry} answered HTTP 401 for {what} without a usable "
+            f"authentication challenge (offered: {offered})"
+        )
+
+    async def _fetch_token(
+        self, ref: ImageReference, challenge: _Challenge, scope: str, what: str
+    ) -> str:
+        realm = challenge.params.get("realm", "")
+        realm_url = urlsplit(realm)
+        if realm_url.scheme not in ("http", "https") or not realm_url.netloc:
+            raise RegistryError(
+                f"registry {ref.registry} sent an unusable token realm for {what}"
+            )
+        params = {"scope": challenge.params.get("scope") or scope}
+        if challenge.params.get("service"):
+            params["service"] = challenge.params["service"]
+        creds = self._credentials.lookup(ref.registry) if self._credentials else None
+        # Never send the password in clear text to a host the operator did not mark insecure.
+        if creds is not None and realm_url.scheme == "http" and (
+            realm_url.netloc not in self._insecure
+        ):
+            creds = None
+        token_what = f"token for repository {ref.repository} from {realm_url.netloc}"
+        try:
+            response = await self._http.get(
+                realm, params=params, auth=creds, follow_redirects=True
+            )
+        except httpx.TimeoutException as exc:
+            raise RegistryError(
+                f"registry {ref.registry}: timed out fetching a {token_what} "
+                f"({type(exc).__name__})"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                f"registry {ref.registry}: could not fetch a {token_what}: {_describe(exc)}"
+            ) from exc
+        if response.status_code in (401, 403):
+            hint = "credentials were rejected" if creds else "anonymous access was refused"
+            raise RegistryError(
+                f"registry {ref.registry}: {hint} fetching a {token_what} "
+                f"(HTTP {response.status_code})"
+            )
+        if response.status_code != 200:
+            raise RegistryError(
+                f"registry {ref.registry}: HTTP {response.status_code} fetching a {token_what}"
+            )
+        try:
+            body = response.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RegistryError(
+                f"registry {ref.registry}: the {token_what} is not JSON"
+            ) from exc
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"registry {ref.registry}: no token in the {token_what}")
+        ttl = body.get("expires_in")
+        lifetime = (
+            float(ttl)
+            if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0
+            else DEFAULT_TOKEN_TTL
+        )
+        expiry = self._clock() + max(lifetime - _TOKEN_EXPIRY_MARGIN, lifetime / 2)
+        self._tokens[(ref.registry, scope)] = (token, expiry)
+        return token
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _read_capped(
+    response: httpx.Response, max_bytes: int, ref: ImageReference, what: str
+) -> bytes:
+    """The body, or RegistryError as soon as it grows past ``max_bytes`` (stop reading)."""
+    too_large = RegistryError(
+        f"registry {ref.registry} sent a {what} larger than the limit of {max_bytes} bytes"
+    )
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_prefix(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def _verify_digest(
+    content: bytes,
+    expected: str,
+    ref: ImageReference,
+    what: str,
+    *,
+    source: str = "requested digest",
+) -> None:
+    algorithm, _, encoded = expected.partition(":")
+    hasher = _HASHES.get(algorithm)
+    if hasher is None or not encoded:
+        raise RegistryError(
+            f"registry {ref.registry}: unsupported digest {expected!r} ({source}) for {what}"
+        )
+    actual = hasher(content).hexdigest()
+    if actual != encoded.lower():
+        raise DigestMismatchError(
+            f"registry {ref.registry} sent content for {what} that does not match the "
+            f"{source}: expected {expected}, content hashes to {algorithm}:{actual}"
+        )
+
+
+def _media_type(fetched: _Fetched, content: bytes) -> str:
+    """Content-Type, unless missing or generic; then the JSON's ``mediaType`` or its shape."""
+    header: str = fetched.headers.get("content-type", "")
+    content_type = header.split(";", 1)[0].strip().lower()
+    if content_type not in _GENERIC_CONTENT_TYPES:
+        return content_type
+    try:
+        document = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return content_type
+    if not isinstance(document, dict):
+        return content_type
+    declared = document.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    # mediaType is optional in OCI documents: an index has "manifests", an image "layers".
+    if "manifests" in document:
+        return OCI_INDEX
+    if "layers" in document or "config" in document:
+        return OCI_MANIFEST
+    return content_type
+
+
+def _signature_layers(
+    content: bytes, ref: ImageReference, what: str
+) -> list[tuple[str, str, dict[str, str]]]:
+    """``(mediaType, digest, annotations)`` of each layer of a .sig manifest."""
+
+    def fail(problem: str) -> RegistryError:
+        return RegistryError(f"registry {ref.registry}: {what} is malformed: {problem}")
+
+    try:
+        document = json.loads(content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise fail("not JSON") from exc
+    if not isinstance(document, dict):
+        raise fail("not a JSON object")
+    if document.get("mediaType") in (OCI_INDEX, DOCKER_MANIFEST_LIST) or "manifests" in document:
+        return []  # an index is not a signature image: nothing cosign would have written
+    layers = document.get("layers", [])
+    if not isinstance(layers, list):
+        raise fail('"layers" is not a list')
+    result: list[tuple[str, str, dict[str, str]]] = []
+    for position, layer in enumerate(layers[:MAX_SIGNATURE_LAYERS]):
+        if not isinstance(layer, dict):
+            raise fail(f"layer {position} is not an object")
+        digest = layer.get("digest")
+        if not isinstance(digest, str) or digest.partition(":")[0] not in _HASHES:
+            raise fail(f"layer {position} has no sha256/sha512 digest")
+        media_type = layer.get("mediaType")
+        raw_annotations = layer.get("annotations") or {}
+        if not isinstance(raw_annotations, dict):
+            raise fail(f"layer {position} annotations are not an object")
+        annotations = {
+            str(key): value for key, value in raw_annotations.items() if isinstance(value, str)
+        }
+        result.append((media_type if isinstance(media_type, str) else "", digest, annotations))
+    return result
+
+
+def _parse_challenge(value: str) -> _Challenge | None:
+    """``Bearer realm="…",service="…",scope="…"`` -> _Challenge (None if unparsable)."""
+    scheme, _, rest = value.strip().partition(" ")
+    if not scheme:
+        return None
+    params: dict[str, str] = {}
+    for match in _CHALLENGE_PARAM.finditer(rest):
+        key, raw = match.group(1), match.group(2)
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        params[key.lower()] = raw
+    return _Challenge(scheme.lower(), params)
+
+
+def _error_code(body: bytes) -> str:
+    """`` (MANIFEST_UNKNOWN)`` from a distribution error body, or ``""``.
+
+    Only the machine-readable codes are echoed: registry messages are free text.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    errors = document.get("errors") if isinstance(document, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    codes = [
+        error["code"]
+        for error in errors
+        if isinstance(error, dict)
+        and isinstance(error.get("code"), str)
+        and re.fullmatch(r"[A-Z_]{1,64}", error["code"])
+    ]
+    return f" ({', '.join(codes[:3])})" if codes else ""
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+__all__ = [
+    "DEFAULT_TOKEN_TTL",
+    "MAX_BLOB_BYTES",
+    "MAX_MANIFEST_BYTES",
+    "MAX_SIGNATURE_LAYERS",
+    "RegistryClient",
+    "RegistryCredentials",
+]

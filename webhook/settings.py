@@ -1,0 +1,98 @@
+"""Settings: built once, from the environment and command-line flags (SPEC §8)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from webhook.durations import parse_duration
+from webhook.errors import SealgateError
+from webhook.policy import Mode
+
+
+class SettingsError(SealgateError):
+    """A setting has a value sealgate cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook serves the cluster network by design
+    port: int = 8443
+    policies: Path = Path("policies")
+    cert: Path | None = None
+    key: Path | None = None
+    deadline: float = 8.0  # seconds; below the API server's timeoutSeconds (10)
+    audit_log: Path | None = None  # None: stdout
+    registry_auth: Path | None = None
+    insecure_registries: frozenset[str] = field(default_factory=frozenset)
+    mode_override: Mode | None = None
+    mutate: bool = False
+    max_body_bytes: int = 3 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``SEALGATE_*`` variables; non-None ``overrides`` (flags) win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+
+        def text(name: str) -> str | None:
+            value = env.get(name)
+            return value if value else None
+
+        if (v := text("SEALGATE_HOST")) is not None:
+            values["host"] = v
+        if (v := text("SEALGATE_PORT")) is not None:
+            values["port"] = _port(v, "SEALGATE_PORT")
+        for attr, var in (
+            ("policies", "SEALGATE_POLICIES"),
+            ("cert", "SEALGATE_CERT"),
+            ("key", "SEALGATE_KEY"),
+            ("audit_log", "SEALGATE_AUDIT_LOG"),
+            ("registry_auth", "SEALGATE_REGISTRY_AUTH"),
+        ):
+            if (v := text(var)) is not None:
+                values[attr] = Path(v)
+        if (v := text("SEALGATE_DEADLINE")) is not None:
+            try:
+                values["deadline"] = parse_duration(v).total_seconds()
+            except ValueError as exc:
+                raise SettingsError(f"SEALGATE_DEADLINE: {exc}") from exc
+            if values["deadline"] <= 0:
+                raise SettingsError("SEALGATE_DEADLINE: must be greater than zero")
+        if (v := text("SEALGATE_INSECURE_REGISTRIES")) is not None:
+            values["insecure_registries"] = frozenset(
+                part.strip() for part in v.split(",") if part.strip()
+            )
+        if (v := text("SEALGATE_MODE_OVERRIDE")) is not None:
+            if v not in ("audit", "warn", "enforce"):
+                raise SettingsError(
+                    f"SEALGATE_MODE_OVERRIDE: must be audit or warn, not {v!r}"
+                )
+            values["mode_override"] = None if v == "enforce" else v
+        if (v := text("SEALGATE_MUTATE")) is not None:
+            values["mutate"] = _bool(v, "SEALGATE_MUTATE")
+        settings = cls(**values)
+        flags = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **flags) if flags else settings
+
+
+def _port(value: str, name: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}: not a port number: {value!r}") from None
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name}: port out of range: {port}")
+    return port
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}: expected true or false, not {value!r}")
