@@ -139,11 +139,13 @@ class RegistryServer:
         binary: str | None = None,
         tls: trustme.CA | None = None,
         users: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.binary = binary or find_registry_binary() or _DEFAULT_BINARY
         self.tls = tls
         self.users = dict(users or {})
         self.port = 0
+        self._fixed_port = port  # None: a free port (tests); `make run` asks for 5000
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log: io.BufferedWriter | None = None
@@ -185,7 +187,7 @@ class RegistryServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="sealgate-registry-")
         try:
             for attempt in range(3):  # a free port can be taken between probe and bind
-                self.port = _free_port()
+                self.port = self._fixed_port or _free_port()
                 config = self._write_config(Path(self._tmp.name))
                 if self._launch(config, last=attempt == 2):
                     return
@@ -242,9 +244,9 @@ class RegistryServer:
             ]
         if self.users:
             htpasswd = root / "htpasswd"
-            htpasswd.write_text(
-                "".join(f"{user}:{bcrypt_hash(password)}\n" for user, password in self.users.items())
-            )
+            htpasswd.write_text("".join(
+                f"{user}:{bcrypt_hash(password)}\n" for user, password in self.users.items()
+            ))
             lines += [
                 "auth:",
                 "  htpasswd:",
@@ -428,10 +430,10 @@ def push_cosign_signature(url: str, repo: str, image_digest: str,
     config = b"{}"
     config_digest = push_blob(url, repo, config, auth=auth, verify=verify)
     descriptors = []
-    for payload, annotations in layers:
+    for payload, layer_annotations in layers:
         digest = push_blob(url, repo, payload, auth=auth, verify=verify)
         descriptors.append({"mediaType": COSIGN_SIMPLE_SIGNING, "digest": digest,
-                            "size": len(payload), "annotations": dict(annotations)})
+                            "size": len(payload), "annotations": dict(layer_annotations)})
     manifest = _canonical({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -300,14 +300,17 @@ class RegistryClient:
         errors: list[RegistryError] = []
         limiter = anyio.Semaphore(_LAYER_CONCURRENCY)
 
-        async def fetch(index: int, digest: str) -> None:
-            async with limiter:
-                try:
-                    payloads[index] = await self.get_blob(ref, digest)
-                except RegistryError as exc:
-                    errors.append(exc)
-
         async with anyio.create_task_group() as group:
+
+            async def fetch(index: int, digest: str) -> None:
+                async with limiter:
+                    try:
+                        payloads[index] = await self.get_blob(ref, digest)
+                    except RegistryError as exc:
+                        # One unreadable layer makes the answer an error: stop the rest.
+                        errors.append(exc)
+                        group.cancel_scope.cancel()
+
             for index, (_, digest, _) in enumerate(layers):
                 group.start_soon(fetch, index, digest)
         if errors:
