@@ -35,7 +35,9 @@ def sign(key: PrivateKey, payload: bytes) -> bytes:
     return key.sign(payload)
 
 
-def cosign_layer(key: PrivateKey, docker_reference: str, digest: str) -> tuple[bytes, dict[str, str]]:
+def cosign_layer(
+    key: PrivateKey, docker_reference: str, digest: str
+) -> tuple[bytes, dict[str, str]]:
     """A `.sig` layer: (payload, annotations) ready for push_cosign_signature."""
     payload = simple_signing_payload(docker_reference, digest)
     signature = base64.b64encode(sign(key, payload)).decode()

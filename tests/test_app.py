@@ -70,8 +70,10 @@ async def make_env(tmp_path: Path, registry: RegistryServer, key: PrivateKey, *,
     policies.mkdir(exist_ok=True)
     (policies / "p.yaml").write_text(policy_text(registry.host, public_pem(key), extra=extra))
     log = audit_log or tmp_path / "audit.log"
+    if insecure is None:
+        insecure = frozenset({registry.host})
     settings = Settings(policies=policies, audit_log=log, deadline=5.0,
-                        insecure_registries=insecure or frozenset({registry.host}))
+                        insecure_registries=insecure)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -214,10 +216,11 @@ async def test_registry_down_follows_on_error(tmp_path: Path, registry: Registry
     settings = Settings(policies=policy_dir, audit_log=tmp_path / "a.log", deadline=3.0,
                         insecure_registries=frozenset({host}))
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="https://s") as client:
-            response = await client.post("/validate", json=pod_review(f"{host}/team/x:v1"))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=transport, base_url="https://s"
+    ) as client:
+        response = await client.post("/validate", json=pod_review(f"{host}/team/x:v1"))
     answer = response.json()["response"]
     assert answer["allowed"] is False
     assert "could not resolve digest" in answer["status"]["message"]

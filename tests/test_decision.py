@@ -336,7 +336,8 @@ def test_scan_warn_threshold_and_missing() -> None:
     stale = scan_fact(policies, {"CRITICAL": ("CVE-2025-9",)}, age=dt.timedelta(hours=48))
     facts = sig_facts(policies, {"release-key": Outcome("ok")}, scans=(stale,))
     decision = run(policies, facts)
-    assert decision.decision == "warn" and "no scan result no older than 24h" in decision.warnings[0]
+    assert decision.decision == "warn"
+    assert "no scan result no older than 24h" in decision.warnings[0]
     errored = sig_facts(policies, {"release-key": Outcome("ok")},
                         scan_errors={"attestation": "registry 503"})
     decision = run(policies, errored)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -83,13 +84,14 @@ spec:
         "SEALGATE_AUDIT_LOG": str(audit), "SEALGATE_INSECURE_REGISTRIES": registry.host,
     })
     url = f"https://localhost:{port}"
+    trust = ssl.create_default_context(cafile=certs / "ca.crt")
     try:
         deadline = time.monotonic() + 20
         while True:
             if process.poll() is not None:
                 pytest.fail(f"sealgate serve exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
             try:
-                ready = httpx.get(f"{url}/readyz", verify=str(certs / "ca.crt"), timeout=1)
+                ready = httpx.get(f"{url}/readyz", verify=trust, timeout=1)
                 if ready.status_code == 200:
                     break
             except httpx.TransportError:
@@ -127,7 +129,8 @@ def test_signed_allowed_unsigned_denied_over_https(server: tuple[Server, Any],
     push_cosign_signature(registry.url, "e2e/app", signed,
                           [cosign_layer(key, f"{registry.host}/e2e/app", signed)])
     unsigned, _ = push_image(registry.url, "e2e/app", "unsigned")
-    with httpx.Client(base_url=srv.url, verify=str(srv.ca), timeout=15) as client:
+    trust = ssl.create_default_context(cafile=srv.ca)
+    with httpx.Client(base_url=srv.url, verify=trust, timeout=15) as client:
         ok = client.post("/validate", json=review(f"{registry.host}/e2e/app:signed"))
         denied = client.post("/validate", json=review(f"{registry.host}/e2e/app:unsigned"))
         bad = client.post("/validate", content=b"{not json")

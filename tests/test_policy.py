@@ -215,8 +215,8 @@ def test_missing_signatures_is_an_error(tmp_path: Path) -> None:
 
 
 def test_duplicate_names_across_files(policy_dir: Path) -> None:
-    write(policy_dir, "sub/again.yml", FULL)
-    with pytest.raises(PolicyError, match=r"again\.yml:1: duplicate policy name 'production' "
+    write(policy_dir, "zz-again.yml", FULL)
+    with pytest.raises(PolicyError, match=r"zz-again\.yml:1: duplicate policy name 'production' "
                                           r"\(first defined at .*production\.yaml:1\)"):
         load_policy_dir(policy_dir)
 
@@ -270,9 +270,9 @@ spec:
   namespaces: {match: ["*"]}
   rules:
     - {name: everything, images: ["**"], signatures: none}
-    - {name: team-deep, images: ["registry.example.com/team/**"], signatures: none}
     - {name: team-flat, images: ["registry.example.com/team/*"], signatures: none}
     - {name: team-flat-dup, images: ["registry.example.com/team/*"], signatures: none}
+    - {name: team-deep, images: ["registry.example.com/team/**"], signatures: none}
     - {name: api, images: ["registry.example.com/team/api"], signatures: none}
     - {name: nginx, images: ["nginx"], signatures: none}
 """
@@ -282,7 +282,8 @@ spec:
     ("image", "rule"),
     [
         ("registry.example.com/team/api", "api"),
-        ("registry.example.com/team/web", "team-flat"),  # tie with -dup: earlier wins
+        # same literal count as -dup and team-deep's "**": the earlier rule wins
+        ("registry.example.com/team/web", "team-flat"),
         ("registry.example.com/team/web/sidecar", "team-deep"),
         ("registry.example.com/other", "everything"),
         ("docker.io/library/nginx", "nginx"),

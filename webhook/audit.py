@@ -6,12 +6,14 @@ Records carry facts (digests, per-authority outcomes, scan IDs) so that
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from webhook.admission import AdmissionRequest
 from webhook.decision import Decision, ImageEntry
@@ -71,37 +73,46 @@ def _image(entry: ImageEntry) -> dict[str, Any]:
 
 
 class AuditWriter:
-    """Appends JSON lines to a file (or stdout); a failed write raises AuditWriteError."""
+    """Appends JSON lines to a file (or stdout); a failed write raises AuditWriteError.
+
+    Each line goes out with one unbuffered ``os.write`` on an ``O_APPEND``
+    descriptor: nothing is left in a buffer after a failure (a half-written
+    record is never glued to the next one), and replicas or rotations that
+    append to the same file don't interleave within a line.
+    """
 
     def __init__(self, path: Path | None = None) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._stream: IO[str] | None = None
+        self._fd: int | None = None
 
     def open(self) -> None:
         if self._path is None:
-            self._stream = sys.stdout
+            self._fd = sys.stdout.fileno()
             return
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream = self._path.open("a", encoding="utf-8")
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         except OSError as exc:
             raise AuditWriteError(f"cannot open audit log {self._path}: {exc}") from exc
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
+        line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
         with self._lock:
-            if self._stream is None:
+            if self._fd is None:
                 self.open()
-            assert self._stream is not None
+            assert self._fd is not None
+            view = memoryview(line)
             try:
-                self._stream.write(line)
-                self._stream.flush()
-            except (OSError, ValueError) as exc:
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+            except OSError as exc:
                 raise AuditWriteError(f"cannot write audit log: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
-            if self._stream is not None and self._stream is not sys.stdout:
-                self._stream.close()
-            self._stream = None
+            if self._fd is not None and self._path is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+            self._fd = None

@@ -6,6 +6,7 @@ the offending field (SPEC §2, §8). Unknown fields are errors, not ignored.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -581,10 +582,8 @@ class _Parser:
                                   ("id", "until", "reason"))
             until = self.scalar(fields["until"])
             if isinstance(until, str):
-                try:
+                with contextlib.suppress(ValueError):  # reported just below
                     until = dt.date.fromisoformat(until)
-                except ValueError:
-                    pass
             if isinstance(until, dt.datetime) or not isinstance(until, dt.date):
                 raise self.fail(fields["until"], "scan.ignore.until must be a date (YYYY-MM-DD)")
             out.append(IgnoreEntry(
