@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,11 +95,17 @@ def main() -> int:
         "--cert", str(CERTS / "tls.crt"), "--key", str(CERTS / "tls.key"),
     ]
     print(f"serving policies/ on https://{args.host}:{args.port} (Ctrl-C stops)")
+    # SIGTERM (e.g. from a supervisor) cleans up like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = subprocess.Popen(command, env=env)
     try:
-        return subprocess.call(command, env=env)
+        return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
         if registry is not None:
             registry.stop()
 

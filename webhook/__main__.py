@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     policies = load_policy_dir(settings.policies, generation=1)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request
     logging.getLogger("sealgate").info(
         "loaded %d policies from %s", len(policies.policies), settings.policies
     )
