@@ -107,6 +107,7 @@ def test_empty_break_glass_reason_does_not_count() -> None:
     ("body", "fragment"),
     [
         (b"not json", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b"[]", "not an AdmissionReview object"),
         (b'{"kind": "Pod"}', "kind must be AdmissionReview"),
         (b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1beta1"}',

@@ -136,6 +136,15 @@ async def test_signed_pod_allowed_and_audited(env: Env) -> None:
     assert image["digest"] == digest
     assert image["signatures"] == {"release-key": "ok"}
     assert image["name"] == f"{env.registry.host}/team/api"
+    assert set(line) >= {"time", "uid", "namespace", "kind", "name", "operation", "user",
+                         "dry_run", "decision", "reason", "enforced_by", "latency_ms", "images",
+                         "break_glass"}
+    assert set(image) >= {"ref", "name", "digest", "policy", "rule", "mode", "signatures",
+                          "signature_reasons", "scan", "violations", "cached"}
+    assert line["time"].endswith("Z") and line["latency_ms"] > 0
+    # no key material or signatures in the audit log
+    raw = env.audit_log.read_text()
+    assert "BEGIN" not in raw and "dev.cosignproject" not in raw
 
 
 async def test_unsigned_pod_denied_with_message(env: Env) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import textwrap
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ async def test_hanging_registry_yields_errors_by_the_deadline() -> None:
     assert facts[image].digest.status == "error"
     assert "deadline of 0.3s exceeded" in facts[image].digest.reason
     decision = decide(namespace="x", images=[image], policies=policy_set, facts=facts,
-                      now=__import__("datetime").datetime.now(__import__("datetime").UTC))
+                      now=datetime.datetime.now(datetime.UTC))
     assert decision.decision == "deny" and decision.reason == "error"
 
 
@@ -83,3 +84,21 @@ async def test_outcomes_against_the_real_registry(registry: RegistryServer) -> N
             assert facts[image].signatures[key_check.key].status == expected, tlog
             outcome = facts[image].signatures[keyless_check.key]
             assert outcome.status == "error" and "not supported yet" in outcome.reason
+
+
+
+async def test_scan_rules_are_errors_until_scan_sources_exist(registry: RegistryServer) -> None:
+    digest, _ = push_image(registry.url, "facts/scanned", "v1")
+    push_cosign_signature(registry.url, "facts/scanned", digest,
+                          [cosign_layer(KEY, f"{registry.host}/facts/scanned", digest)])
+    scan = "      scan: {onMissing: allow, deny: {CRITICAL: 0}}\n"
+    policy_set = policies(registry.host, extra_authority=scan)
+    image = f"{registry.host}/facts/scanned:v1"
+    async with httpx.AsyncClient() as http:
+        gatherer = FactGatherer(RegistryClient(http, insecure=frozenset({registry.host})))
+        facts = await gatherer.gather(plan_checks([image], policy_set.policies), deadline=5)
+    decision = decide(namespace="x", images=[image], policies=policy_set, facts=facts,
+                      now=datetime.datetime.now(datetime.UTC))
+    # onMissing: allow would wave it through; an unsupported source is an error -> onError deny
+    assert decision.decision == "deny"
+    assert "scan source attestation is not supported yet" in decision.message

@@ -55,6 +55,8 @@ def parse_review(body: bytes) -> AdmissionRequest:
         review = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AdmissionError(f"request body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise AdmissionError("request body is nested too deeply") from exc
     if not isinstance(review, dict):
         raise AdmissionError("request body is not an AdmissionReview object")
     if review.get("kind") != "AdmissionReview":

@@ -34,6 +34,12 @@ class _Progress:
     signatures: dict[str, Outcome] = field(default_factory=dict)
 
 
+def _unsupported_scan_sources(plan: CheckPlan) -> dict[str, str]:
+    """Scan sources are not gathered yet: say so as an error (-> onError), never as "clean"."""
+    sources = {source for scan in plan.scans for source in scan.sources}
+    return {source: f"scan source {source} is not supported yet" for source in sorted(sources)}
+
+
 class FactGatherer:
     """Turns check plans into ImageFacts using the registry client."""
 
@@ -61,6 +67,7 @@ class FactGatherer:
                 digest=state.digest or Outcome("error", timeout),
                 resolved_digest=state.resolved,
                 signatures=signatures,
+                scan_errors=_unsupported_scan_sources(plan),
             )
         return facts
 
