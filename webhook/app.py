@@ -20,13 +20,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhook.admission import AdmissionRequest, parse_review, review_response
+from webhook.admission import parse_review, review_response
 from webhook.audit import AuditWriter, audit_record
-from webhook.decision import BreakGlass, Decision, decide, plan_checks
 from webhook.errors import AdmissionError, AuditWriteError
 from webhook.facts import FactGatherer
 from webhook.policy import PolicySet, load_policy_dir
 from webhook.registry import RegistryClient, RegistryCredentials
+from webhook.review import decide_request
 from webhook.settings import Settings
 
 log = logging.getLogger("sealgate")
@@ -131,7 +131,13 @@ async def validate(request: Request) -> Response:
         log.warning("rejected malformed AdmissionReview: %s", exc)
         return _error(400, f"malformed AdmissionReview: {exc}")
 
-    decision = await decide_review(state, review)
+    decision = await decide_request(
+        review,
+        policies=state.policies,
+        facts=state.gatherer,
+        deadline=state.settings.deadline,
+        mode_override=state.settings.mode_override,
+    )
     now = dt.datetime.now(dt.UTC)
     record = audit_record(
         review, decision, now=now, latency_ms=(time.perf_counter() - started) * 1000
@@ -147,37 +153,3 @@ async def validate(request: Request) -> Response:
         warnings=decision.warnings,
     )
     return JSONResponse(answer)
-
-
-async def decide_review(state: AppState, review: AdmissionRequest) -> Decision:
-    """Gather facts and decide; an unexpected failure denies (never an allow from a failure)."""
-    settings = state.settings
-    policies = state.policies
-    now = dt.datetime.now(dt.UTC)
-    try:
-        applicable = policies.applicable(review.namespace)
-        plans = plan_checks(review.images, applicable) if applicable else ()
-        facts = await state.gatherer.gather(plans, deadline=settings.deadline) if plans else {}
-        glass = (
-            BreakGlass(review.break_glass_reason, review.user)
-            if review.break_glass_reason
-            else None
-        )
-        return decide(
-            namespace=review.namespace,
-            images=review.images,
-            policies=policies,
-            facts=facts,
-            now=now,
-            mode_override=settings.mode_override,
-            break_glass=glass,
-        )
-    except Exception as exc:
-        log.exception("internal error deciding %s", review.uid)
-        return _internal_error(exc)
-
-
-def _internal_error(exc: BaseException) -> Decision:
-    message = f"sealgate internal error: {exc.__class__.__name__}; request denied"
-    return Decision("deny", "error", message, (), (), ())
-

@@ -47,7 +47,7 @@ class FactGatherer:
         self.registry = registry
 
     async def gather(
-        self, plans: Sequence[CheckPlan], *, deadline: float
+        self, plans: tuple[CheckPlan, ...], *, deadline: float
     ) -> dict[str, ImageFacts]:
         progress = {plan.ref_text: _Progress() for plan in plans}
         with anyio.move_on_after(deadline):

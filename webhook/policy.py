@@ -29,6 +29,7 @@ from webhook.patterns import (
     validate_namespace_glob,
 )
 from webhook.signatures.cosign import PublicKey, key_fingerprint, load_public_key
+from webhook.signatures.identity import Identity
 
 API_VERSION = "sealgate.dev/v1alpha1"
 KIND = "ImagePolicy"
@@ -96,12 +97,9 @@ class KeylessAuthority:
             "keyless", self.issuer, self.subject or "", self.subject_regexp or "", self.trusted_root
         )
 
-    def subject_matches(self, subject: str) -> bool:
-        """Exact subject, or the regexp matching the whole subject (never a prefix, SPEC §2)."""
-        if self.subject is not None:
-            return subject == self.subject
-        assert self.subject_regexp is not None
-        return re.fullmatch(self.subject_regexp, subject) is not None
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.issuer, self.subject, self.subject_regexp)
 
 
 Authority = KeyAuthority | KeylessAuthority
