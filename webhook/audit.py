@@ -56,6 +56,7 @@ def _image(entry: ImageEntry) -> dict[str, Any]:
             "scanned_at": entry.scan.scanned_at.astimezone(dt.UTC).isoformat(),
             "ids": {k: list(v) for k, v in entry.scan.ids.items() if v},
             "counts": dict(entry.scan.counts),
+            "attestor": entry.scan.attestor,
         }
     return {
         "ref": entry.ref,
@@ -66,6 +67,7 @@ def _image(entry: ImageEntry) -> dict[str, Any]:
         "mode": entry.mode,
         "signatures": dict(entry.signatures),
         "signature_reasons": dict(entry.signature_reasons),
+        "signature_keys": dict(entry.signature_keys),
         "scan": scan,
         "violations": list(entry.violations),
         "cached": entry.cached,

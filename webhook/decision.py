@@ -8,6 +8,7 @@ and ``replay`` all run this same code.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,8 +104,9 @@ class Finding:
 class ScanSummary:
     source: str
     scanned_at: dt.datetime
-    ids: Mapping[str, tuple[str, ...]]
-    counts: Mapping[str, int]
+    ids: Mapping[str, tuple[str, ...]]  # raw, as the source reported them
+    counts: Mapping[str, int]  # distinct IDs after `ignore`
+    attestor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,9 @@ class ImageEntry:
     mode: Mode
     signatures: Mapping[str, Status]
     signature_reasons: Mapping[str, str]
+    # authority name -> signature_key(): what the outcome was about, so `replay` can tell a
+    # renamed or re-keyed authority from the one that was checked
+    signature_keys: Mapping[str, str]
     scan: ScanSummary | None
     violations: tuple[str, ...]
     cached: bool
@@ -256,9 +261,7 @@ def _apply_mode(level: Level, mode: Mode) -> Level:
 def _with_denied(entry: ImageEntry, denied: bool) -> ImageEntry:
     if entry.denied == denied:
         return entry
-    return ImageEntry(entry.ref, entry.name, entry.digest, entry.policy, entry.rule, entry.mode,
-                      entry.signatures, entry.signature_reasons, entry.scan, entry.violations,
-                      entry.cached, denied)
+    return dataclasses.replace(entry, denied=denied)
 
 
 def _check_image(
@@ -278,12 +281,14 @@ def _check_image(
             return ref.pinned(facts.resolved_digest)
         return str(ref)
 
+    keys: dict[str, str] = {}
+
     def entry(rule: Rule | None, sigs: dict[str, Status], reasons: dict[str, str],
               scan: ScanSummary | None) -> ImageEntry:
         return ImageEntry(
             ref=ref_text, name=ref.name if ref else None, digest=facts.resolved_digest,
             policy=policy.name, rule=rule.name if rule else None, mode=mode, signatures=sigs,
-            signature_reasons=reasons, scan=scan,
+            signature_reasons=reasons, signature_keys=keys, scan=scan,
             violations=tuple(f.message for f in findings if f.level != "allow"),
             cached=facts.cached, denied=False,
         )
@@ -321,6 +326,7 @@ def _check_image(
         failed: list[str] = []
         for authority in requirement.authorities:
             key = signature_key(authority, requirement.signed_references)
+            keys[authority.name] = key
             outcome = facts.signatures.get(key, Outcome("error", "not checked"))
             sigs[authority.name] = outcome.status
             if outcome.reason:
@@ -391,7 +397,8 @@ def _check_scan(
                                                f"{', '.join(scan.sources)} {where}")]
     ids = apply_ignores(chosen.ids, scan, now)
     counts = {severity: len(ids.get(severity, ())) for severity in SEVERITIES}
-    summary = ScanSummary(chosen.source, chosen.scanned_at, ids, counts)
+    # the audit keeps the raw IDs (facts, for replay) and the counts after `ignore` (SPEC §8)
+    summary = ScanSummary(chosen.source, chosen.scanned_at, chosen.ids, counts, chosen.attestor)
     findings: list[Finding] = []
     for level, limits in (("deny", scan.deny), ("warn", scan.warn)):
         over = [
