@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.errors import AdmissionError
@@ -43,6 +43,7 @@ class AdmissionRequest:
     dry_run: bool
     images: tuple[str, ...]  # images to check (UPDATE: only the changed ones)
     break_glass_reason: str | None
+    obj: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def pod_bearing(self) -> bool:
@@ -114,6 +115,7 @@ def request_from_dict(request: Mapping[str, Any]) -> AdmissionRequest:
         dry_run=request.get("dryRun") is True,
         images=images,
         break_glass_reason=glass,
+        obj=obj if isinstance(obj, dict) else None,
     )
 
 
@@ -142,32 +144,57 @@ def pod_template(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def object_images(kind: str, obj: Mapping[str, Any]) -> tuple[str, ...]:
     """Every image of every container kind, in order, without duplicates."""
-    template = pod_template(kind, obj)
-    if template is None:
-        return ()
-    spec: Any = template if kind == "EphemeralContainers" else template.get("spec")
+    spec = pod_spec(kind, obj)
     if spec is None:
         return ()
+    images: list[str] = []
+    for _name, _index, image in containers_of(spec):
+        if image not in images:
+            images.append(image)
+    return tuple(images)
+
+
+def pod_spec(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    template = pod_template(kind, obj)
+    if template is None:
+        return None
+    spec: Any = template if kind == "EphemeralContainers" else template.get("spec")
+    if spec is None:
+        return None
     if not isinstance(spec, dict):
         raise AdmissionError(f"pod spec of {kind} must be an object")
-    images: list[str] = []
-    for field in CONTAINER_FIELDS:
-        containers = spec.get(field)
+    return spec
+
+
+def pod_spec_pointer(kind: str) -> str | None:
+    """JSON Pointer from the object to its pod spec (for /mutate patches)."""
+    if kind == "Pod":
+        return "/spec"
+    if kind == "EphemeralContainers":
+        return ""
+    path = _TEMPLATE_PATHS.get(kind)
+    return None if path is None else "/" + "/".join((*path, "spec"))
+
+
+def containers_of(spec: Mapping[str, Any]) -> list[tuple[str, int, str]]:
+    """(container field, index, image) for every container that names an image."""
+    found: list[tuple[str, int, str]] = []
+    for name in CONTAINER_FIELDS:
+        containers = spec.get(name)
         if containers is None:
             continue
         if not isinstance(containers, list):
-            raise AdmissionError(f"{field} must be a list")
+            raise AdmissionError(f"{name} must be a list")
         for index, container in enumerate(containers):
             if not isinstance(container, dict):
-                raise AdmissionError(f"{field}[{index}] must be an object")
+                raise AdmissionError(f"{name}[{index}] must be an object")
             image = container.get("image")
             if image is None:
                 continue
             if not isinstance(image, str):
-                raise AdmissionError(f"{field}[{index}].image must be a string")
-            if image not in images:
-                images.append(image)
-    return tuple(images)
+                raise AdmissionError(f"{name}[{index}].image must be a string")
+            found.append((name, index, image))
+    return found
 
 
 def break_glass_reason(kind: str, obj: Mapping[str, Any]) -> str | None:

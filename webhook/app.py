@@ -1,14 +1,16 @@
-"""The Starlette application: ``/validate``, ``/healthz``, ``/readyz``.
+"""The Starlette application: ``/validate``, ``/mutate``, ``/healthz``, ``/readyz``, ``/metrics``.
 
 ``create_app(settings)`` is the only way to get an app; the HTTP client,
-registry client, policy set and audit writer are created in the lifespan and
-kept on ``app.state``.
+registry client, fact cache, metrics, policy set (and its reloader) and the
+audit writer are created in the lifespan and kept on ``app.state``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,12 +22,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhook.admission import parse_review, review_response
+from webhook.admission import AdmissionRequest, parse_review, review_response
 from webhook.audit import AuditWriter, audit_record
+from webhook.cache import CacheSettings, FactCache
+from webhook.decision import Decision
 from webhook.errors import AdmissionError, AuditWriteError
 from webhook.facts import FactGatherer
-from webhook.policy import PolicySet, load_policy_dir
+from webhook.harbor import HarborClient
+from webhook.metrics import CONTENT_TYPE_LATEST, Metrics
+from webhook.mutation import digest_patch
+from webhook.policy import PolicySet
 from webhook.registry import RegistryClient, RegistryCredentials
+from webhook.reload import PolicyReloader, load_policies
 from webhook.review import decide_request
 from webhook.settings import Settings
 
@@ -41,17 +49,25 @@ class AppState:
     """Everything a request needs, built once in the lifespan."""
 
     settings: Settings
-    policies: PolicySet
+    reloader: PolicyReloader
     gatherer: FactGatherer
     audit: AuditWriter
+    metrics: Metrics
+
+    @property
+    def policies(self) -> PolicySet:
+        return self.reloader.current
 
 
 def create_app(settings: Settings, *, policies: PolicySet | None = None) -> Starlette:
-    """Build the webhook app. ``policies`` (already loaded) skips loading from settings."""
+    """Build the webhook app. ``policies`` (already loaded) skips the first load."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        policy_set = policies or load_policy_dir(settings.policies, generation=1)
+        metrics = Metrics()
+        initial = policies or load_policies(settings.policies, generation=1)
+        reloader = PolicyReloader(settings.policies, initial, metrics=metrics,
+                                  interval=settings.reload_interval)
         credentials = (
             RegistryCredentials.from_file(settings.registry_auth)
             if settings.registry_auth is not None
@@ -59,26 +75,37 @@ def create_app(settings: Settings, *, policies: PolicySet | None = None) -> Star
         )
         audit = AuditWriter(settings.audit_log)
         audit.open()
+        cache = FactCache(
+            CacheSettings(settings.cache_size, settings.digest_ttl, settings.success_ttl,
+                          settings.failure_ttl),
+            on_event=metrics.cache_event,
+        )
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         timeout = httpx.Timeout(settings.deadline, connect=min(3.0, settings.deadline))
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
             registry = RegistryClient(
                 http, credentials=credentials, insecure=settings.insecure_registries
             )
-            app.state.sealgate = AppState(settings, policy_set, FactGatherer(registry), audit)
+            harbor = HarborClient(
+                http, credentials=credentials, insecure=settings.insecure_registries
+            )
+            gatherer = FactGatherer(registry, cache=cache, harbor=harbor, metrics=metrics)
+            app.state.sealgate = AppState(settings, reloader, gatherer, audit, metrics)
             try:
-                yield
+                async with reloader.running():
+                    yield
             finally:
                 audit.close()
 
-    return Starlette(
-        routes=[
-            Route("/validate", validate, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/validate", validate, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    if settings.mutate:
+        routes.append(Route("/mutate", mutate, methods=["POST"]))
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _state(request: Request) -> AppState:
@@ -95,6 +122,10 @@ async def readyz(request: Request) -> Response:
     if state is None:
         return JSONResponse({"ready": False, "generation": 0}, status_code=503)
     return JSONResponse({"ready": True, "generation": state.policies.generation})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -115,41 +146,88 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "code": status}, status_code=status)
 
 
-async def validate(request: Request) -> Response:
-    state = _state(request)
-    started = time.perf_counter()
+async def _review(request: Request, state: AppState) -> AdmissionRequest | JSONResponse:
+    """The parsed AdmissionReview, or the 400/413 answer (logged and counted, not audited)."""
+    limit = state.settings.max_body_bytes
     try:
-        body = await _read_body(request, state.settings.max_body_bytes)
+        body = await _read_body(request, limit)
+        return parse_review(body)
     except BodyTooLarge:
-        log.warning("rejected AdmissionReview: body over %d bytes", state.settings.max_body_bytes)
-        return _error(413, f"request body over {state.settings.max_body_bytes} bytes")
+        log.warning("rejected AdmissionReview: body over %d bytes", limit)
+        state.metrics.malformed_requests.labels(status="413").inc()
+        return _error(413, f"request body over {limit} bytes")
     except ClientDisconnect:
+        state.metrics.malformed_requests.labels(status="400").inc()
         return _error(400, "client disconnected while sending the body")
-    try:
-        review = parse_review(body)
     except AdmissionError as exc:
         log.warning("rejected malformed AdmissionReview: %s", exc)
+        state.metrics.malformed_requests.labels(status="400").inc()
         return _error(400, f"malformed AdmissionReview: {exc}")
 
-    decision = await decide_request(
+
+async def _decide(state: AppState, review: AdmissionRequest) -> Decision:
+    return await decide_request(
         review,
         policies=state.policies,
         facts=state.gatherer,
         deadline=state.settings.deadline,
         mode_override=state.settings.mode_override,
     )
-    now = dt.datetime.now(dt.UTC)
-    record = audit_record(
-        review, decision, now=now, latency_ms=(time.perf_counter() - started) * 1000
-    )
+
+
+def _strictest_mode(decision: Decision) -> str:
+    modes = {entry.mode for entry in decision.entries}
+    for mode in ("enforce", "warn", "audit"):
+        if mode in modes:
+            return mode
+    return "none"
+
+
+async def validate(request: Request) -> Response:
+    state = _state(request)
+    started = time.perf_counter()
+    review = await _review(request, state)
+    if isinstance(review, Response):
+        return review
+    decision = await _decide(state, review)
+    latency = time.perf_counter() - started
+    record = audit_record(review, decision, now=dt.datetime.now(dt.UTC),
+                          latency_ms=latency * 1000)
     try:
         state.audit.write(record)
     except AuditWriteError as exc:
         # A decision is never returned unrecorded: the API server's failurePolicy decides.
         log.error("audit write failed, answering 500: %s", exc)
         return _error(500, "audit log unavailable; no decision returned")
+    state.metrics.admission_requests.labels(
+        decision=decision.decision, mode=_strictest_mode(decision)
+    ).inc()
+    state.metrics.admission_duration.observe(time.perf_counter() - started)
     answer = review_response(
         review.uid, allowed=decision.allowed, message=decision.message,
         warnings=decision.warnings,
     )
     return JSONResponse(answer)
+
+
+async def mutate(request: Request) -> Response:
+    """Pin verified tag references to their digest (SPEC §3 ``/mutate``); never denies.
+
+    Denying is the validating webhook's job (and it writes the audit line); this
+    one only rewrites images whose signatures it verified, using the same facts
+    (cached and shared), so the kubelet pulls exactly what was verified.
+    """
+    state = _state(request)
+    review = await _review(request, state)
+    if isinstance(review, Response):
+        return review
+    decision = await _decide(state, review)
+    response: dict[str, object] = {"uid": review.uid, "allowed": True}
+    patch = digest_patch(review, decision)
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return JSONResponse(
+        {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+    )
+

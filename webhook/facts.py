@@ -1,8 +1,11 @@
-"""Gathering facts for the decision core: digests, signature outcomes (async I/O layer).
+"""Gathering facts for the decision core: digests, signature outcomes, scans (async I/O layer).
 
-Each image of a request is checked concurrently; everything runs inside the
-request's deadline, and whatever has not finished by then is an ``error``
-outcome, which the policy's ``onError`` decides (SPEC §4).
+Each image of a request is checked concurrently, and each authority and scan
+source of an image too; everything runs inside the request's deadline, and
+whatever has not finished by then is an ``error`` outcome, which the policy's
+``onError`` decides (SPEC §4). Facts go through the FactCache: cached per
+(repository, digest, authority) / (digest, source, attestor), shared by
+concurrent requests (single-flight), errors never remembered.
 """
 
 from __future__ import annotations
@@ -13,16 +16,37 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from webhook.decision import CheckPlan, ImageFacts, Outcome, SignatureCheck
+from webhook.cache import FactCache, Verdict
+from webhook.decision import CheckPlan, ImageFacts, Outcome, ScanFact, SignatureCheck
 from webhook.errors import ManifestUnknownError, RegistryError, SealgateError, VerificationError
+from webhook.harbor import HarborClient
+from webhook.metrics import Metrics
 from webhook.oci import SignatureLayer
-from webhook.policy import KeyAuthority
+from webhook.policy import Authority, KeyAuthority, ScanRequirement
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient
 from webhook.signatures.cosign import verify_key_signature
 from webhook.signatures.trust import load_trusted_root
 
 log = logging.getLogger(__name__)
+
+DigestFact = tuple[Outcome, str | None]
+ScanResult = tuple[ScanFact | None, str | None]  # (fact or None for "no scan", error reason)
+
+
+def _outcome_verdict(outcome: Outcome) -> Verdict:
+    return {"ok": "success", "fail": "failure", "error": "error"}[outcome.status]  # type: ignore[return-value]
+
+
+def _digest_verdict(fact: DigestFact) -> Verdict:
+    return _outcome_verdict(fact[0])
+
+
+def _scan_verdict(result: ScanResult) -> Verdict:
+    fact, error = result
+    if error is not None:
+        return "error"
+    return "success" if fact is not None else "failure"
 
 
 @dataclass(slots=True)
@@ -32,19 +56,27 @@ class _Progress:
     digest: Outcome | None = None
     resolved: str | None = None
     signatures: dict[str, Outcome] = field(default_factory=dict)
-
-
-def _unsupported_scan_sources(plan: CheckPlan) -> dict[str, str]:
-    """Scan sources are not gathered yet: say so as an error (-> onError), never as "clean"."""
-    sources = {source for scan in plan.scans for source in scan.sources}
-    return {source: f"scan source {source} is not supported yet" for source in sorted(sources)}
+    scans: list[ScanFact] = field(default_factory=list)
+    scan_errors: dict[str, str] = field(default_factory=dict)
+    scans_done: set[str] = field(default_factory=set)
+    all_cached: bool = True
 
 
 class FactGatherer:
-    """Turns check plans into ImageFacts using the registry client."""
+    """Turns check plans into ImageFacts using the registry (and Harbor) clients."""
 
-    def __init__(self, registry: RegistryClient) -> None:
+    def __init__(
+        self,
+        registry: RegistryClient,
+        *,
+        cache: FactCache | None = None,
+        harbor: HarborClient | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.registry = registry
+        self.cache = cache or FactCache()
+        self.harbor = harbor
+        self.metrics = metrics
 
     async def gather(
         self, plans: tuple[CheckPlan, ...], *, deadline: float
@@ -63,48 +95,110 @@ class FactGatherer:
                 check.key: state.signatures.get(check.key, Outcome("error", timeout))
                 for check in plan.signatures
             }
+            scan_errors = dict(state.scan_errors)
+            for source in _sources(plan.scans):
+                if source not in state.scans_done and source not in scan_errors:
+                    scan_errors[source] = timeout
+            complete = state.digest is not None and len(state.signatures) == len(signatures)
             facts[plan.ref_text] = ImageFacts(
                 digest=state.digest or Outcome("error", timeout),
                 resolved_digest=state.resolved,
                 signatures=signatures,
-                scan_errors=_unsupported_scan_sources(plan),
+                scans=tuple(state.scans),
+                scan_errors=scan_errors,
+                cached=complete and state.all_cached,
             )
         return facts
 
-    async def _check_image(self, plan: CheckPlan, ref: ImageReference, state: _Progress) -> None:
-        try:
-            digest = await self.registry.resolve_digest(ref)
-        except ManifestUnknownError as exc:
-            state.digest = Outcome("fail", f"image not found in registry: {exc}")
-            return
-        except RegistryError as exc:
-            state.digest = Outcome("error", str(exc))
-            return
-        state.digest = Outcome("ok")
-        state.resolved = digest
-        if not plan.signatures:
-            return
-        try:
-            layers = await self.registry.cosign_signatures(ref, digest)
-        except RegistryError as exc:
-            for check in plan.signatures:
-                state.signatures[check.key] = Outcome("error", f"fetching signatures: {exc}")
-            return
-        for check in plan.signatures:
-            state.signatures[check.key] = self._verify(check, ref, digest, layers)
+    # ------------------------------------------------------------------ per image
 
-    def _verify(
+    async def _check_image(self, plan: CheckPlan, ref: ImageReference, state: _Progress) -> None:
+        if self.metrics is not None:
+            self.metrics.inflight_checks.inc()
+        try:
+            outcome, digest = await self._digest(ref, state)
+            state.digest = outcome
+            state.resolved = digest
+            if digest is None:
+                return
+            async with anyio.create_task_group() as tg:
+                for check in plan.signatures:
+                    tg.start_soon(self._signature_into, check, ref, digest, state)
+                for source in _sources(plan.scans):
+                    tg.start_soon(self._scan_into, source, plan.scans, ref, digest, state)
+        finally:
+            if self.metrics is not None:
+                self.metrics.inflight_checks.dec()
+
+    async def _digest(self, ref: ImageReference, state: _Progress) -> DigestFact:
+        if ref.digest is not None:
+            return Outcome("ok"), ref.digest
+
+        async def fetch() -> DigestFact:
+            try:
+                return Outcome("ok"), await self.registry.resolve_digest(ref)
+            except ManifestUnknownError as exc:
+                return Outcome("fail", f"image not found in registry: {exc}"), None
+            except RegistryError as exc:
+                return Outcome("error", str(exc)), None
+
+        fact, cached = await self.cache.get_or_fetch(
+            "digest", (ref.registry, ref.repository, ref.tag), fetch, _digest_verdict
+        )
+        state.all_cached &= cached
+        return fact
+
+    # ------------------------------------------------------------------ signatures
+
+    async def _signature_into(
+        self, check: SignatureCheck, ref: ImageReference, digest: str, state: _Progress
+    ) -> None:
+        async def fetch() -> Outcome:
+            outcome = await self._verify(check, ref, digest)
+            if self.metrics is not None:
+                self.metrics.verifications.labels(
+                    authority_type=check.authority.kind, outcome=outcome.status
+                ).inc()
+            return outcome
+
+        # per repository, digest and authority: legacy signatures name their repository
+        outcome, cached = await self.cache.get_or_fetch(
+            "signature", (ref.name, digest, check.key), fetch, _outcome_verdict
+        )
+        state.all_cached &= cached
+        state.signatures[check.key] = outcome
+
+    async def _layers(self, ref: ImageReference, digest: str) -> list[SignatureLayer]:
+        """The `.sig` layers, fetched once for all authorities checking them (not stored)."""
+
+        async def fetch() -> list[SignatureLayer]:
+            return await self.registry.cosign_signatures(ref, digest)
+
+        layers, _ = await self.cache.get_or_fetch(
+            "signature-layers", (ref.name, digest), fetch, lambda _v: "error"
+        )
+        return layers
+
+    async def _verify(self, check: SignatureCheck, ref: ImageReference, digest: str) -> Outcome:
+        authority = check.authority
+        if not isinstance(authority, KeyAuthority):
+            return Outcome("error", "keyless verification is not supported yet")
+        try:
+            layers = await self._layers(ref, digest)
+        except RegistryError as exc:
+            return Outcome("error", f"fetching signatures: {exc}")
+        if not layers:
+            return Outcome("fail", "no signatures found")
+        return self._verify_key_layers(check, authority, ref, digest, layers)
+
+    def _verify_key_layers(
         self,
         check: SignatureCheck,
+        authority: KeyAuthority,
         ref: ImageReference,
         digest: str,
         layers: Sequence[SignatureLayer],
     ) -> Outcome:
-        authority = check.authority
-        if not isinstance(authority, KeyAuthority):
-            return Outcome("error", "keyless verification is not supported yet")
-        if not layers:
-            return Outcome("fail", "no signatures found")
         try:
             rekor_keys = (
                 load_trusted_root(authority.trusted_root).rekor_keys
@@ -133,3 +227,53 @@ class FactGatherer:
                 continue
             return Outcome("ok")
         return Outcome("fail", "; ".join(reasons))
+
+    # ------------------------------------------------------------------ scans
+
+    async def _scan_into(
+        self,
+        source: str,
+        scans: Sequence[ScanRequirement],
+        ref: ImageReference,
+        digest: str,
+        state: _Progress,
+    ) -> None:
+        if source == "harbor":
+            results = [await self._harbor(ref, digest, state)]
+        else:
+            attestors = {a.fingerprint: a for scan in scans for a in scan.attestors}
+            results = [
+                await self._attestation(authority, ref, digest, state)
+                for authority in attestors.values()
+            ]
+        errors = [error for _, error in results if error is not None]
+        state.scans.extend(fact for fact, _ in results if fact is not None)
+        if errors and not any(fact is not None for fact, _ in results):
+            state.scan_errors[source] = "; ".join(errors)
+        state.scans_done.add(source)
+
+    async def _harbor(self, ref: ImageReference, digest: str, state: _Progress) -> ScanResult:
+        harbor = self.harbor
+        if harbor is None:
+            return None, "harbor is not configured"
+
+        async def fetch() -> ScanResult:
+            try:
+                return await harbor.scan_fact(ref, digest), None
+            except RegistryError as exc:
+                return None, str(exc)
+
+        result, cached = await self.cache.get_or_fetch(
+            "scan", (ref.name, digest, "harbor"), fetch, _scan_verdict
+        )
+        state.all_cached &= cached
+        return result
+
+    async def _attestation(
+        self, authority: Authority, ref: ImageReference, digest: str, state: _Progress
+    ) -> ScanResult:
+        return None, "scan source attestation is not supported yet"
+
+
+def _sources(scans: Sequence[ScanRequirement]) -> list[str]:
+    return list(dict.fromkeys(source for scan in scans for source in scan.sources))

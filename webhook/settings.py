@@ -31,6 +31,11 @@ class Settings:
     mode_override: Mode | None = None
     mutate: bool = False
     max_body_bytes: int = 3 * 1024 * 1024
+    cache_size: int = 10_000  # entries per fact type
+    digest_ttl: float = 60.0  # tag -> digest
+    success_ttl: float = 600.0  # verified signatures, scan results
+    failure_ttl: float = 30.0  # definitive failures (unsigned, tag unknown, no scan)
+    reload_interval: float = 1.0  # policy directory polling; 0 disables hot reload
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -62,6 +67,24 @@ class Settings:
                 raise SettingsError(f"SEALGATE_DEADLINE: {exc}") from exc
             if values["deadline"] <= 0:
                 raise SettingsError("SEALGATE_DEADLINE: must be greater than zero")
+        for attr, var in (
+            ("digest_ttl", "SEALGATE_DIGEST_TTL"),
+            ("success_ttl", "SEALGATE_CACHE_TTL"),
+            ("failure_ttl", "SEALGATE_FAILURE_TTL"),
+            ("reload_interval", "SEALGATE_RELOAD_INTERVAL"),
+        ):
+            if (v := text(var)) is not None:
+                try:
+                    values[attr] = parse_duration(v).total_seconds()
+                except ValueError as exc:
+                    raise SettingsError(f"{var}: {exc}") from exc
+        if (v := text("SEALGATE_CACHE_SIZE")) is not None:
+            try:
+                values["cache_size"] = int(v)
+            except ValueError:
+                raise SettingsError(f"SEALGATE_CACHE_SIZE: not a whole number: {v!r}") from None
+            if values["cache_size"] < 1:
+                raise SettingsError("SEALGATE_CACHE_SIZE: must be at least 1")
         if (v := text("SEALGATE_INSECURE_REGISTRIES")) is not None:
             values["insecure_registries"] = frozenset(
                 part.strip() for part in v.split(",") if part.strip()

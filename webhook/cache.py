@@ -1,0 +1,124 @@
+"""Fact cache with per-outcome TTLs, and single-flight for concurrent misses (SPEC §4).
+
+Keys hold facts (a digest, a signature outcome for (repository, digest,
+authority), a scan result), never decisions, so a policy edit takes effect at
+once. Successes live ``success_ttl``, definitive failures ``failure_ttl``;
+errors (registry down, timeout) are never stored: the next request asks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from cachetools import TLRUCache
+
+T = TypeVar("T")
+Verdict = Literal["success", "failure", "error"]
+CacheEvent = Callable[[str, str], None]  # (fact, "hit" | "miss" | "shared")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    maxsize: int = 10_000
+    digest_ttl: float = 60.0
+    success_ttl: float = 600.0
+    failure_ttl: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Generic[T]):
+    value: T
+    ttl: float
+
+
+class FactCache:
+    """One bounded TLRU cache per fact type, plus the in-flight fetches."""
+
+    def __init__(
+        self,
+        settings: CacheSettings | None = None,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+        on_event: CacheEvent | None = None,
+    ) -> None:
+        self.settings = settings or CacheSettings()
+        self._timer = timer
+        self._on_event = on_event
+        self._caches: dict[str, TLRUCache[Hashable, _Entry[Any]]] = {}
+        self._inflight: dict[tuple[str, Hashable], asyncio.Future[Any]] = {}
+
+    def _cache(self, fact: str) -> TLRUCache[Hashable, _Entry[Any]]:
+        cache = self._caches.get(fact)
+        if cache is None:
+            cache = TLRUCache(
+                maxsize=self.settings.maxsize,
+                ttu=lambda _key, entry, now: now + entry.ttl,
+                timer=self._timer,
+            )
+            self._caches[fact] = cache
+        return cache
+
+    def _event(self, fact: str, result: str) -> None:
+        if self._on_event is not None:
+            self._on_event(fact, result)
+
+    def ttl_for(self, verdict: Verdict, *, fact: str) -> float | None:
+        if verdict == "error":
+            return None
+        if verdict == "failure":
+            return self.settings.failure_ttl
+        return self.settings.digest_ttl if fact == "digest" else self.settings.success_ttl
+
+    async def get_or_fetch(
+        self,
+        fact: str,
+        key: Hashable,
+        fetch: Callable[[], Awaitable[T]],
+        classify: Callable[[T], Verdict],
+    ) -> tuple[T, bool]:
+        """The cached fact, or one shared fetch of it; returns (value, came_from_cache).
+
+        Exceptions from ``fetch`` reach every waiter and are not stored.
+        """
+        cache = self._cache(fact)
+        entry = cache.get(key)
+        if entry is not None:
+            self._event(fact, "hit")
+            return entry.value, True
+        flight_key = (fact, key)
+        pending = self._inflight.get(flight_key)
+        if pending is not None:
+            self._event(fact, "shared")
+            # shield: one waiter reaching its deadline must not cancel the others' fetch
+            return await asyncio.shield(pending), True
+        self._event(fact, "miss")
+        task = asyncio.ensure_future(self._fetch(fact, key, fetch, classify))
+        self._inflight[flight_key] = task
+        task.add_done_callback(lambda done: self._finished(flight_key, done))
+        return await asyncio.shield(task), False
+
+    def _finished(self, flight_key: tuple[str, Hashable], task: asyncio.Future[Any]) -> None:
+        self._inflight.pop(flight_key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have left at its deadline
+
+    async def _fetch(
+        self,
+        fact: str,
+        key: Hashable,
+        fetch: Callable[[], Awaitable[T]],
+        classify: Callable[[T], Verdict],
+    ) -> T:
+        value = await fetch()
+        ttl = self.ttl_for(classify(value), fact=fact)
+        if ttl is not None and ttl > 0:
+            self._cache(fact)[key] = _Entry(value, ttl)
+        return value
+
+    def clear(self) -> None:
+        for cache in self._caches.values():
+            cache.clear()

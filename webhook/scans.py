@@ -1,0 +1,141 @@
+"""Scan reports -> raw vulnerability IDs per severity (pure parsing; SPEC §2 ``scan``, §8).
+
+Sources: a cosign vulnerability attestation (predicate type
+``https://cosign.sigstore.dev/attestation/vuln/v1``) whose ``scanner.result``
+is a Trivy JSON report or a SARIF 2.1.0 log, and Harbor's vulnerability
+report (see ``webhook.harbor``). IDs are kept as reported; ``ignore`` and
+thresholds are applied at decision time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from webhook.decision import ScanFact
+from webhook.errors import SealgateError
+from webhook.policy import SEVERITIES
+
+VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
+
+
+class ScanReportError(SealgateError):
+    """A scan report that cannot be read; the message names the field."""
+
+
+def _collect(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, set[str]] = {severity: set() for severity in SEVERITIES}
+    for vuln_id, severity in pairs:
+        found[severity].add(vuln_id)
+    return {severity: tuple(sorted(ids)) for severity, ids in found.items() if ids}
+
+
+def normalise_severity(value: object) -> str:
+    text = str(value or "").strip().upper()
+    if text in SEVERITIES:
+        return text
+    if text == "NEGLIGIBLE":  # Harbor / Clair
+        return "LOW"
+    return "UNKNOWN"
+
+
+def ids_from_trivy(report: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Trivy JSON (SchemaVersion 2): ``Results[].Vulnerabilities[]``; a missing list is clean."""
+    results = report.get("Results")
+    if results is None:
+        return {}
+    if not isinstance(results, list):
+        raise ScanReportError("Trivy report: Results must be a list")
+    pairs: list[tuple[str, str]] = []
+    for index, result in enumerate(results):
+        if not isinstance(result, dict):
+            raise ScanReportError(f"Trivy report: Results[{index}] must be an object")
+        for vuln in result.get("Vulnerabilities") or ():
+            if not isinstance(vuln, dict) or not isinstance(vuln.get("VulnerabilityID"), str):
+                raise ScanReportError(
+                    f"Trivy report: Results[{index}] has a vulnerability without VulnerabilityID"
+                )
+            pairs.append((vuln["VulnerabilityID"], normalise_severity(vuln.get("Severity"))))
+    return _collect(pairs)
+
+
+def _sarif_severity(rule: Mapping[str, Any]) -> str:
+    properties = rule.get("properties") or {}
+    for tag in properties.get("tags") or ():
+        if isinstance(tag, str) and tag.upper() in SEVERITIES:
+            return tag.upper()
+    score = properties.get("security-severity")
+    try:
+        value = float(score) if score is not None else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None:
+        return "UNKNOWN"
+    # CVSS v3 qualitative bands, as GitHub code scanning reads security-severity
+    if value >= 9.0:
+        return "CRITICAL"
+    if value >= 7.0:
+        return "HIGH"
+    if value >= 4.0:
+        return "MEDIUM"
+    return "LOW" if value > 0 else "UNKNOWN"
+
+
+def ids_from_sarif(log: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """SARIF 2.1.0: each result's ruleId, at its rule's severity (tags or security-severity)."""
+    runs = log.get("runs")
+    if not isinstance(runs, list):
+        raise ScanReportError("SARIF log: runs must be a list")
+    pairs: list[tuple[str, str]] = []
+    for run in runs:
+        driver = ((run or {}).get("tool") or {}).get("driver") or {}
+        rules = {r.get("id"): r for r in driver.get("rules") or () if isinstance(r, dict)}
+        for result in run.get("results") or ():
+            rule_id = result.get("ruleId") if isinstance(result, dict) else None
+            if not isinstance(rule_id, str):
+                raise ScanReportError("SARIF log: a result has no ruleId")
+            pairs.append((rule_id, _sarif_severity(rules.get(rule_id, {}))))
+    return _collect(pairs)
+
+
+def ids_from_report(result: object) -> dict[str, tuple[str, ...]]:
+    """Trivy JSON or SARIF, recognised by shape."""
+    if not isinstance(result, dict):
+        raise ScanReportError("scanner.result must be a Trivy JSON report or a SARIF log")
+    if "runs" in result:
+        return ids_from_sarif(result)
+    if "Results" in result or "SchemaVersion" in result:
+        return ids_from_trivy(result)
+    raise ScanReportError("scanner.result is neither a Trivy JSON report nor a SARIF log")
+
+
+def parse_time(value: object, what: str) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ScanReportError(f"{what} is missing")
+    text = value.strip()
+    # Python < 3.11 quirks aside, fromisoformat takes "Z" and up to 6 fractional digits
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = "".join(c for c in tail if c.isdigit())
+        zone = tail[len(digits):]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ScanReportError(f"{what} is not an RFC 3339 time: {value!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when
+
+
+def fact_from_vuln_predicate(predicate: object, *, attestor: str) -> ScanFact:
+    """A verified cosign vuln/v1 predicate -> ScanFact (scanFinishedOn is the scan time)."""
+    if not isinstance(predicate, dict):
+        raise ScanReportError("vuln predicate must be an object")
+    scanner = predicate.get("scanner")
+    if not isinstance(scanner, dict):
+        raise ScanReportError("vuln predicate: scanner is missing")
+    metadata = predicate.get("metadata") or {}
+    finished = parse_time(metadata.get("scanFinishedOn"), "vuln predicate metadata.scanFinishedOn")
+    return ScanFact("attestation", finished, ids_from_report(scanner.get("result")), attestor)
