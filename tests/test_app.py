@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from tests.admission_helpers import pod_review, policy_text, signed_image
 from tests.registry_server import (
     RegistryServer,
     push_cosign_signature,
@@ -43,26 +43,6 @@ class Env:
                                       headers={"content-type": "application/json"}, **kwargs)
 
 
-def policy_text(host: str, pem: bytes, *, extra: str = "") -> str:
-    return f"""\
-apiVersion: sealgate.dev/v1alpha1
-kind: ImagePolicy
-metadata: {{name: production}}
-spec:
-  namespaces: {{match: ["prod"]}}
-{extra}  rules:
-    - name: ours
-      images: ["{host}/team/**"]
-      signatures:
-        authorities:
-          - name: release-key
-            key:
-              tlog: "off"
-              publicKey: |
-{textwrap.indent(pem.decode(), " " * 16)}
-"""
-
-
 async def make_env(tmp_path: Path, registry: RegistryServer, key: PrivateKey, *,
                    extra: str = "", audit_log: Path | None = None,
                    insecure: frozenset[str] | None = None) -> AsyncIterator[Env]:
@@ -90,36 +70,6 @@ def key() -> PrivateKey:
 async def env(tmp_path: Path, registry: RegistryServer, key: PrivateKey) -> AsyncIterator[Env]:
     async for value in make_env(tmp_path, registry, key):
         yield value
-
-
-def pod_review(image: str, *, namespace: str = "prod", kind: str = "Pod", **request: Any
-               ) -> dict[str, Any]:
-    spec = {"containers": [{"name": "app", "image": image}]}
-    if kind == "Pod":
-        obj: dict[str, Any] = {"kind": "Pod", "metadata": {"name": "web"}, "spec": spec}
-    else:
-        obj = {"kind": kind, "metadata": {"name": "web"},
-               "spec": {"template": {"metadata": {}, "spec": spec}}}
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": kind},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": obj,
-            **request,
-        },
-    }
-
-
-def signed_image(registry: RegistryServer, key: PrivateKey, repo: str, tag: str = "v1") -> str:
-    digest, _ = push_image(registry.url, repo, tag)
-    push_cosign_signature(registry.url, repo, digest,
-                          [cosign_layer(key, f"{registry.host}/{repo}", digest)])
-    return digest
 
 
 async def test_signed_pod_allowed_and_audited(env: Env) -> None:

@@ -59,8 +59,14 @@ class AppState:
         return self.reloader.current
 
 
-def create_app(settings: Settings, *, policies: PolicySet | None = None) -> Starlette:
-    """Build the webhook app. ``policies`` (already loaded) skips the first load."""
+def create_app(
+    settings: Settings,
+    *,
+    policies: PolicySet | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """Build the webhook app. ``policies`` (already loaded) skips the first load;
+    ``transport`` replaces the network under the registry client (tests count or fault it)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,7 +88,7 @@ def create_app(settings: Settings, *, policies: PolicySet | None = None) -> Star
         )
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         timeout = httpx.Timeout(settings.deadline, connect=min(3.0, settings.deadline))
-        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+        async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as http:
             registry = RegistryClient(
                 http, credentials=credentials, insecure=settings.insecure_registries
             )

@@ -1,0 +1,60 @@
+"""AdmissionReviews, policies and signed images for tests of the webhook."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from typing import Any
+
+from tests.registry_server import RegistryServer, push_cosign_signature, push_image
+from tests.signing import PrivateKey, cosign_layer
+
+
+def policy_text(host: str, pem: bytes, *, extra: str = "") -> str:
+    return f"""\
+apiVersion: sealgate.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: production}}
+spec:
+  namespaces: {{match: ["prod"]}}
+{extra}  rules:
+    - name: ours
+      images: ["{host}/team/**"]
+      signatures:
+        authorities:
+          - name: release-key
+            key:
+              tlog: "off"
+              publicKey: |
+{textwrap.indent(pem.decode(), " " * 16)}
+"""
+
+
+def pod_review(image: str, *, namespace: str = "prod", kind: str = "Pod", **request: Any
+               ) -> dict[str, Any]:
+    spec = {"containers": [{"name": "app", "image": image}]}
+    if kind == "Pod":
+        obj: dict[str, Any] = {"kind": "Pod", "metadata": {"name": "web"}, "spec": spec}
+    else:
+        obj = {"kind": kind, "metadata": {"name": "web"},
+               "spec": {"template": {"metadata": {}, "spec": spec}}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": kind},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": obj,
+            **request,
+        },
+    }
+
+
+def signed_image(registry: RegistryServer, key: PrivateKey, repo: str, tag: str = "v1") -> str:
+    digest, _ = push_image(registry.url, repo, tag)
+    push_cosign_signature(registry.url, repo, digest,
+                          [cosign_layer(key, f"{registry.host}/{repo}", digest)])
+    return digest
