@@ -42,8 +42,12 @@ test: $(VENV)/.installed-test registry-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-lint
-	$(BIN)/ruff check webhook tests scripts
+	$(BIN)/ruff check webhook tests scripts bench
 	$(BIN)/mypy --strict webhook
+
+# Latency/throughput as ratios against a bare Starlette endpoint, measured in one run.
+bench: $(VENV)/.installed-test registry-deps
+	$(BIN)/python bench/admission_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
