@@ -21,11 +21,12 @@ from webhook.decision import CheckPlan, ImageFacts, Outcome, ScanFact, Signature
 from webhook.errors import ManifestUnknownError, RegistryError, SealgateError, VerificationError
 from webhook.harbor import HarborClient
 from webhook.metrics import Metrics
-from webhook.oci import SignatureLayer
-from webhook.policy import Authority, KeyAuthority, ScanRequirement
+from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, SignatureLayer
+from webhook.policy import Authority, KeyAuthority, KeylessAuthority, ScanRequirement
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient
 from webhook.signatures.cosign import verify_key_signature
+from webhook.signatures.keyless import verify_keyless_signature
 from webhook.signatures.trust import load_trusted_root
 
 log = logging.getLogger(__name__)
@@ -181,15 +182,18 @@ class FactGatherer:
 
     async def _verify(self, check: SignatureCheck, ref: ImageReference, digest: str) -> Outcome:
         authority = check.authority
-        if not isinstance(authority, KeyAuthority):
-            return Outcome("error", "keyless verification is not supported yet")
         try:
             layers = await self._layers(ref, digest)
         except RegistryError as exc:
             return Outcome("error", f"fetching signatures: {exc}")
         if not layers:
             return Outcome("fail", "no signatures found")
-        return self._verify_key_layers(check, authority, ref, digest, layers)
+        if isinstance(authority, KeyAuthority):
+            return self._verify_key_layers(check, authority, ref, digest, layers)
+        # certificate chains, SCTs and SETs: enough CPU to keep off the event loop
+        return await anyio.to_thread.run_sync(
+            self._verify_keyless_layers, check, authority, ref, digest, layers
+        )
 
     def _verify_key_layers(
         self,
@@ -220,6 +224,41 @@ class FactGatherer:
                     signed_references=check.signed_references,
                     tlog=authority.tlog,
                     rekor_keys=rekor_keys,
+                )
+            except VerificationError as exc:
+                if str(exc) not in reasons:
+                    reasons.append(str(exc))
+                continue
+            return Outcome("ok")
+        return Outcome("fail", "; ".join(reasons))
+
+    def _verify_keyless_layers(
+        self,
+        check: SignatureCheck,
+        authority: KeylessAuthority,
+        ref: ImageReference,
+        digest: str,
+        layers: Sequence[SignatureLayer],
+    ) -> Outcome:
+        try:
+            trust = load_trusted_root(authority.trusted_root)
+        except SealgateError as exc:
+            return Outcome("error", f"trusted root {authority.trusted_root}: {exc}")
+        reasons: list[str] = []
+        for layer in layers:
+            if COSIGN_CERTIFICATE_ANNOTATION not in layer.annotations:
+                reason = "signature has no certificate (signed with a key, not keyless)"
+                if reason not in reasons:
+                    reasons.append(reason)
+                continue
+            try:
+                verify_keyless_signature(
+                    layer,
+                    identity=authority.identity,
+                    trust=trust,
+                    image_digest=digest,
+                    image_name=ref.name,
+                    signed_references=check.signed_references,
                 )
             except VerificationError as exc:
                 if str(exc) not in reasons:

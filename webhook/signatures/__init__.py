@@ -15,6 +15,16 @@ from webhook.signatures.cosign import (
     verify_raw_signature,
     verify_rekor_bundle,
 )
+from webhook.signatures.keyless import (
+    certificate_issuer,
+    certificate_subjects,
+    check_identity,
+    parse_certificate_annotation,
+    parse_chain_annotation,
+    verify_certificate_chain,
+    verify_embedded_sct,
+    verify_keyless_signature,
+)
 from webhook.signatures.trust import (
     CertificateAuthority,
     CTLogKey,
@@ -35,13 +45,21 @@ __all__ = [
     "TrustedRootError",
     "TrustedRootMaterial",
     "VerifiedSignature",
+    "certificate_issuer",
+    "certificate_subjects",
+    "check_identity",
     "clear_trusted_root_cache",
     "key_fingerprint",
     "load_public_key",
     "load_public_key_der",
     "load_trusted_root",
+    "parse_certificate_annotation",
+    "parse_chain_annotation",
     "parse_simple_signing",
+    "verify_certificate_chain",
+    "verify_embedded_sct",
     "verify_key_signature",
+    "verify_keyless_signature",
     "verify_raw_signature",
     "verify_rekor_bundle",
 ]

@@ -298,7 +298,7 @@ def _body_signer(pem_text: bytes) -> bytes | x509.Certificate:
         if b"-----BEGIN CERTIFICATE-----" in pem_text:
             return x509.load_pem_x509_certificate(pem_text)
         return public_key_der(check_public_key(serialization.load_pem_public_key(pem_text)))
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise VerificationError(
             f"Rekor entry's spec.signature.publicKey is not a PEM key or certificate: {exc}"
         ) from None
@@ -430,6 +430,42 @@ class VerifiedSignature:
     integrated_time: int | None
 
 
+def layer_signature(layer: SignatureLayer) -> bytes:
+    """The decoded signature of a cosign simple-signing layer (keyed or keyless)."""
+    if layer.media_type != COSIGN_SIMPLE_SIGNING:
+        raise VerificationError(f"not a cosign signature: media type {layer.media_type!r}")
+    encoded = layer.annotations.get(COSIGN_SIGNATURE_ANNOTATION)
+    if not encoded:
+        raise VerificationError(f"signature layer has no {COSIGN_SIGNATURE_ANNOTATION} annotation")
+    return decode_base64(encoded, "signature annotation")
+
+
+def check_signed_claim(
+    payload: bytes,
+    *,
+    image_digest: str,
+    image_name: str,
+    signed_references: Sequence[ImagePattern] = (),
+) -> SimpleSigningPayload:
+    """Parse a verified simple-signing payload; it must name ``image_name@image_digest``.
+
+    The docker-reference may instead name a repository matching ``signed_references``
+    (SPEC §2). Call only after the signature over ``payload`` has verified.
+    """
+    claim = parse_simple_signing(payload)
+    if claim.manifest_digest != image_digest:
+        raise VerificationError(
+            f"signature is for digest {claim.manifest_digest}, not {image_digest}"
+        )
+    try:
+        signed_name = parse_reference(claim.docker_reference).name
+    except InvalidReferenceError as exc:
+        raise VerificationError(f"signature's docker-reference is invalid: {exc}") from None
+    if signed_name != image_name and not any(p.matches(signed_name) for p in signed_references):
+        raise VerificationError(f"signature names repository {signed_name}, not {image_name}")
+    return claim
+
+
 def verify_key_signature(
     layer: SignatureLayer,
     *,
@@ -448,25 +484,15 @@ def verify_key_signature(
     (SPEC §2). ``tlog``: ``off`` ignores any Rekor SET; ``optional`` checks one if
     present (a present but invalid entry fails, SPEC §8); ``required`` needs one.
     """
-    if layer.media_type != COSIGN_SIMPLE_SIGNING:
-        raise VerificationError(f"not a cosign signature: media type {layer.media_type!r}")
-    encoded = layer.annotations.get(COSIGN_SIGNATURE_ANNOTATION)
-    if not encoded:
-        raise VerificationError(f"signature layer has no {COSIGN_SIGNATURE_ANNOTATION} annotation")
-    signature = decode_base64(encoded, "signature annotation")
+    signature = layer_signature(layer)
     payload = layer.payload
     verify_raw_signature(key, signature, payload)
-    claim = parse_simple_signing(payload)
-    if claim.manifest_digest != image_digest:
-        raise VerificationError(
-            f"signature is for digest {claim.manifest_digest}, not {image_digest}"
-        )
-    try:
-        signed_name = parse_reference(claim.docker_reference).name
-    except InvalidReferenceError as exc:
-        raise VerificationError(f"signature's docker-reference is invalid: {exc}") from None
-    if signed_name != image_name and not any(p.matches(signed_name) for p in signed_references):
-        raise VerificationError(f"signature names repository {signed_name}, not {image_name}")
+    claim = check_signed_claim(
+        payload,
+        image_digest=image_digest,
+        image_name=image_name,
+        signed_references=signed_references,
+    )
 
     integrated_time: int | None = None
     if tlog != "off":
