@@ -50,3 +50,20 @@ def test_environment_and_flags() -> None:
 def test_bad_values_name_the_variable(name: str, value: str, fragment: str) -> None:
     with pytest.raises(SettingsError, match=fragment):
         Settings.from_env({name: value})
+
+
+def test_cache_and_reload_settings() -> None:
+    settings = Settings.from_env({
+        "SEALGATE_CACHE_SIZE": "500", "SEALGATE_DIGEST_TTL": "30s", "SEALGATE_CACHE_TTL": "5m",
+        "SEALGATE_FAILURE_TTL": "10", "SEALGATE_RELOAD_INTERVAL": "0",
+    })
+    assert settings.cache_size == 500 and settings.digest_ttl == 30.0
+    assert settings.success_ttl == 300.0 and settings.failure_ttl == 10.0
+    assert settings.reload_interval == 0.0
+    defaults = Settings.from_env({})
+    assert (defaults.cache_size, defaults.digest_ttl, defaults.success_ttl,
+            defaults.failure_ttl, defaults.reload_interval) == (10_000, 60.0, 600.0, 30.0, 1.0)
+    with pytest.raises(SettingsError, match="SEALGATE_CACHE_SIZE: not a whole number"):
+        Settings.from_env({"SEALGATE_CACHE_SIZE": "big"})
+    with pytest.raises(SettingsError, match="SEALGATE_CACHE_TTL: invalid duration"):
+        Settings.from_env({"SEALGATE_CACHE_TTL": "forever"})
