@@ -442,3 +442,111 @@ def push_cosign_signature(url: str, repo: str, image_digest: str,
     })
     return push_manifest(url, repo, cosign_signature_tag(image_digest), manifest, OCI_MANIFEST,
                          auth=auth, verify=verify)
+
+
+# --------------------------------------------------------------------------- OCI 1.1 artifacts
+
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+SIGSTORE_BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+
+def manifest_descriptor(url: str, repo: str, digest: str, *, auth: Auth = None,
+                        verify: Verify = True) -> dict[str, Any]:
+    """``{mediaType, digest, size}`` of a manifest already in ``repo`` (for ``subject``)."""
+    with _client(url, auth, verify) as client:
+        response = client.get(f"/v2/{repo}/manifests/{digest}", headers={
+            "accept": f"{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}"})
+        _check(response, 200, f"reading manifest {repo}@{digest}")
+    return {"mediaType": response.headers["content-type"].split(";")[0].strip(),
+            "digest": digest, "size": len(response.content)}
+
+
+def push_artifact(url: str, repo: str, *, artifact_type: str,
+                  layers: Sequence[tuple[str, bytes]], subject: dict[str, Any] | None = None,
+                  annotations: dict[str, str] | None = None, tag: str | None = None,
+                  auth: Auth = None, verify: Verify = True) -> tuple[str, bytes]:
+    """An OCI 1.1 artifact manifest (empty config, ``artifactType``, optional ``subject``),
+    as ``cosign`` v3 attaches a bundle; pushed by digest unless ``tag``.
+
+    Returns (manifest digest, manifest bytes).
+    """
+    config = b"{}"
+    push_blob(url, repo, config, auth=auth, verify=verify)
+    descriptors = []
+    for media_type, data in layers:
+        digest = push_blob(url, repo, data, auth=auth, verify=verify)
+        descriptors.append({"mediaType": media_type, "digest": digest, "size": len(data)})
+    document: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": OCI_EMPTY, "digest": sha256_digest(config), "size": 2},
+        "layers": descriptors,
+    }
+    if subject is not None:
+        document["subject"] = subject
+    if annotations:
+        document["annotations"] = dict(annotations)
+    manifest = _canonical(document)
+    digest = push_manifest(url, repo, tag or sha256_digest(manifest), manifest, OCI_MANIFEST,
+                           auth=auth, verify=verify)
+    return digest, manifest
+
+
+def referrers_tag(subject_digest: str) -> str:
+    """The referrers tag schema's tag for a subject: ``sha256-<hex>``."""
+    algorithm, _, encoded = subject_digest.partition(":")
+    return f"{algorithm}-{encoded}"
+
+
+def push_referrers_tag_index(url: str, repo: str, subject_digest: str,
+                             referrers: Sequence[tuple[str, bytes]], *,
+                             annotations: Sequence[dict[str, str] | None] = (),
+                             auth: Auth = None, verify: Verify = True) -> str:
+    """The referrers tag schema (OCI 1.1 distribution spec): an index tagged ``sha256-<hex>``
+    listing each referrer ``(digest, manifest bytes)`` with its ``artifactType`` and
+    ``annotations`` (taken from the manifest unless given), as a client does for a registry
+    without the referrers API. Replaces any index already there."""
+    entries = []
+    for position, (digest, manifest) in enumerate(referrers):
+        document = json.loads(manifest)
+        entry: dict[str, Any] = {"mediaType": document.get("mediaType", OCI_MANIFEST),
+                                 "digest": digest, "size": len(manifest)}
+        artifact_type = document.get("artifactType") or document["config"]["mediaType"]
+        entry["artifactType"] = artifact_type
+        given = annotations[position] if position < len(annotations) else None
+        chosen = given if given is not None else document.get("annotations")
+        if chosen:
+            entry["annotations"] = chosen
+        entries.append(entry)
+    index = _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    return push_manifest(url, repo, referrers_tag(subject_digest), index, OCI_INDEX,
+                         auth=auth, verify=verify)
+
+
+def cosign_attestation_tag(image_digest: str) -> str:
+    """cosign's legacy tag for an image's attestations: ``sha256-<hex>.att``."""
+    return referrers_tag(image_digest) + ".att"
+
+
+def push_cosign_attestations(url: str, repo: str, image_digest: str,
+                             layers: Sequence[tuple[bytes, dict[str, str]]], *,
+                             auth: Auth = None, verify: Verify = True) -> str:
+    """cosign's legacy ``.att`` image: one DSSE-envelope layer per (envelope, annotations),
+    tagged ``sha256-<hex>.att`` (replacing what is there)."""
+    config = b"{}"
+    config_digest = push_blob(url, repo, config, auth=auth, verify=verify)
+    descriptors = []
+    for envelope, layer_annotations in layers:
+        digest = push_blob(url, repo, envelope, auth=auth, verify=verify)
+        descriptors.append({"mediaType": DSSE_ENVELOPE, "digest": digest,
+                            "size": len(envelope), "annotations": dict(layer_annotations)})
+    manifest = _canonical({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+        "layers": descriptors,
+    })
+    return push_manifest(url, repo, cosign_attestation_tag(image_digest), manifest,
+                         OCI_MANIFEST, auth=auth, verify=verify)

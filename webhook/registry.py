@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import anyio
 import httpx
@@ -34,6 +34,8 @@ from webhook.oci import (
     MANIFEST_MEDIA_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
+    SIGSTORE_BUNDLE_MEDIA_TYPES,
+    Descriptor,
     Manifest,
     SignatureLayer,
 )
@@ -44,6 +46,9 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_BLOB_BYTES = 4 * 1024 * 1024
 # A .sig image with more layers than this is abuse, not signatures: use the first ones.
 MAX_SIGNATURE_LAYERS = 100
+# Referrers of one digest we look at (API pages followed / descriptors kept): more is abuse.
+MAX_REFERRER_PAGES = 10
+MAX_REFERRERS = 1000
 # Blob fetches of one .sig image in flight at once.
 _LAYER_CONCURRENCY = 8
 # Docker's token spec: a token without expires_in lives 60 s.
@@ -63,7 +68,17 @@ _HASHES: Mapping[str, Callable[[bytes], Any]] = {
 _GENERIC_CONTENT_TYPES = frozenset(
     {"", "application/json", "text/plain", "application/octet-stream"}
 )
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+_NEXT_LINK = re.compile(r'<([^>]*)>\s*;[^,]*?\brel="?next"?', re.IGNORECASE)
 _CHALLENGE_PARAM = re.compile(r'\s*([A-Za-z_][\w-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
+
+
+class NoBundleLayerError(RegistryError):
+    """A referrer artifact that carries no sigstore bundle layer: content, not an outage.
+
+    Verifiers skip such a referrer (it is no signature) rather than treating it as a
+    failed check, so nobody can turn a deny into ``onError`` by pushing one.
+    """
 
 
 # --------------------------------------------------------------------------- credentials
@@ -288,13 +303,104 @@ class RegistryClient:
         self, ref: ImageReference, image_digest: str
     ) -> list[SignatureLayer]:
         """Layers of cosign's ``sha256-<hex>.sig`` image for a digest; ``[]`` when there is none."""
-        algorithm, _, encoded = image_digest.partition(":")
-        tag = f"{algorithm}-{encoded}.sig"
+        return await self._cosign_attached_layers(ref, image_digest, "sig", "signature")
+
+    async def cosign_attestations(
+        self, ref: ImageReference, image_digest: str
+    ) -> list[SignatureLayer]:
+        """Layers of cosign's legacy ``sha256-<hex>.att`` image; ``[]`` when there is none.
+
+        Each layer is a DSSE envelope (media type ``application/vnd.dsse.envelope.v1+json``)
+        with cosign's annotations (certificate, chain, Rekor bundle, predicateType).
+        """
+        return await self._cosign_attached_layers(ref, image_digest, "att", "attestation")
+
+    async def referrers(
+        self, ref: ImageReference, digest: str, *, artifact_type: str | None = None
+    ) -> list[Descriptor]:
+        """Artifacts whose ``subject`` is ``digest``: OCI 1.1 referrers API, else the tag schema.
+
+        ``GET /v2/<name>/referrers/<digest>`` answers an OCI index (200, possibly empty:
+        "no referrers"). A 404 means the registry lacks the API (distribution 2.8 answers
+        404 for the route; the OCI spec forbids a 404 from registries that have it): then
+        the referrers tag schema's ``sha256-<hex>`` index is read instead, and a missing
+        tag means no referrers. ``artifact_type`` is sent as the API's filter and applied
+        here too, since registries may ignore it and the tag schema cannot filter.
+        """
+        found = await self._referrers_api(ref, digest, artifact_type)
+        if found is None:
+            found = await self._referrers_tag(ref, digest)
+        if artifact_type is not None:
+            found = [item for item in found if item.artifact_type == artifact_type]
+        return found
+
+    async def bundle_for(self, ref: ImageReference, descriptor: Descriptor) -> bytes:
+        """The sigstore bundle a referrer artifact carries: its manifest's bundle layer blob.
+
+        The manifest is fetched by the descriptor's digest and the layer blob by its own
+        digest, each verified against the digest. RegistryError when the manifest holds
+        no bundle layer.
+        """
+        manifest = await self.get_manifest(ref, descriptor.digest)
+        what = f"referrer manifest {ref.repository}@{descriptor.digest}"
+        layers = _signature_layers(manifest.content, ref, what)
+        for media_type, digest, _ in layers:
+            if media_type in SIGSTORE_BUNDLE_MEDIA_TYPES:
+                return await self.get_blob(ref, digest)
+        raise NoBundleLayerError(
+            f"registry {ref.registry}: {what} has no sigstore bundle layer "
+            f"(layer media types: {', '.join(sorted({m for m, _, _ in layers})) or 'none'})"
+        )
+
+    async def _referrers_api(
+        self, ref: ImageReference, digest: str, artifact_type: str | None
+    ) -> list[Descriptor] | None:
+        """The referrers API's answer, following ``Link: rel="next"`` pages; None: no API."""
+        path = f"/v2/{ref.repository}/referrers/{digest}"
+        if artifact_type is not None:
+            path += "?" + urlencode({"artifactType": artifact_type})
+        what = f"referrers of {ref.repository}@{digest}"
+        found: list[Descriptor] = []
+        for page in range(MAX_REFERRER_PAGES):
+            fetched = await self._request(
+                ref, path, what=what, accept=OCI_INDEX, max_bytes=MAX_MANIFEST_BYTES
+            )
+            if fetched.status == 404:
+                if page == 0:
+                    return None  # no referrers API: the caller reads the tag schema
+                raise RegistryError(
+                    f"registry {ref.registry} answered HTTP 404 for a next page of {what}"
+                )
+            found.extend(_index_descriptors(fetched.content, ref, what))
+            if len(found) >= MAX_REFERRERS:
+                return found[:MAX_REFERRERS]
+            next_path = _next_link(fetched.headers, self.base_url(ref.registry))
+            if next_path is None:
+                return found
+            path = next_path
+        return found
+
+    async def _referrers_tag(self, ref: ImageReference, digest: str) -> list[Descriptor]:
+        """The referrers tag schema: an OCI index tagged ``<alg>-<hex>``; no tag, no referrers."""
+        algorithm, _, encoded = digest.partition(":")
+        tag = f"{algorithm}-{encoded}"
         try:
             manifest = await self.get_manifest(ref, tag)
         except ManifestUnknownError:
-            return []  # no signature tag: a definitive "unsigned", not an error
-        what = f"signature manifest {ref.repository}:{tag}"
+            return []
+        what = f"referrers tag {ref.repository}:{tag}"
+        return _index_descriptors(manifest.content, ref, what)[:MAX_REFERRERS]
+
+    async def _cosign_attached_layers(
+        self, ref: ImageReference, image_digest: str, suffix: str, kind: str
+    ) -> list[SignatureLayer]:
+        algorithm, _, encoded = image_digest.partition(":")
+        tag = f"{algorithm}-{encoded}.{suffix}"
+        try:
+            manifest = await self.get_manifest(ref, tag)
+        except ManifestUnknownError:
+            return []  # no such tag: a definitive "nothing attached", not an error
+        what = f"{kind} manifest {ref.repository}:{tag}"
         layers = _signature_layers(manifest.content, ref, what)[:MAX_SIGNATURE_LAYERS]
         payloads: list[bytes | None] = [None] * len(layers)
         errors: list[RegistryError] = []
@@ -637,6 +743,71 @@ def _signature_layers(
     return result
 
 
+def _index_descriptors(content: bytes, ref: ImageReference, what: str) -> list[Descriptor]:
+    """The ``manifests`` of an OCI index (referrers API answer or tag-schema index).
+
+    Entries that are not well-formed descriptors are skipped: one bad entry must not
+    hide the others' signatures. A document that is not an index is an error.
+    """
+    try:
+        document = json.loads(content)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise RegistryError(f"registry {ref.registry}: {what} is not JSON") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("manifests"), list):
+        raise RegistryError(
+            f"registry {ref.registry}: {what} is not an OCI index (no \"manifests\" list)"
+        )
+    descriptors: list[Descriptor] = []
+    for entry in document["manifests"]:
+        if not isinstance(entry, dict):
+            continue
+        media_type, digest, size = entry.get("mediaType"), entry.get("digest"), entry.get("size")
+        if (
+            not isinstance(digest, str)
+            or not _DIGEST.fullmatch(digest)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+        ):
+            continue
+        artifact_type = entry.get("artifactType")
+        raw_annotations = entry.get("annotations")
+        annotations = (
+            {str(k): v for k, v in raw_annotations.items() if isinstance(v, str)}
+            if isinstance(raw_annotations, dict)
+            else {}
+        )
+        descriptors.append(Descriptor(
+            media_type=media_type if isinstance(media_type, str) else "",
+            digest=digest,
+            size=size,
+            artifact_type=artifact_type if isinstance(artifact_type, str) else "",
+            annotations=annotations,
+        ))
+    return descriptors
+
+
+def _next_link(headers: httpx.Headers, base_url: str) -> str | None:
+    """The path of a ``Link: <…>; rel="next"`` page on the same registry, or None.
+
+    A next page on another host is refused: our credentials go only where they belong.
+    """
+    for value in headers.get_list("link"):
+        for match in _NEXT_LINK.finditer(value):
+            target = match.group(1).strip()
+            if target.startswith("/"):
+                return target
+            parts = urlsplit(target)
+            base = urlsplit(base_url)
+            if (parts.scheme, parts.netloc) == (base.scheme, base.netloc):
+                return parts.path + (f"?{parts.query}" if parts.query else "")
+            raise RegistryError(
+                f"registry {base.netloc} sent a referrers next page on another host "
+                f"({parts.netloc or 'none'})"
+            )
+    return None
+
+
 def _parse_challenge(value: str) -> _Challenge | None:
     """``Bearer realm="…",service="…",scope="…"`` -> _Challenge (None if unparsable)."""
     scheme, _, rest = value.strip().partition(" ")
@@ -683,6 +854,7 @@ __all__ = [
     "MAX_BLOB_BYTES",
     "MAX_MANIFEST_BYTES",
     "MAX_SIGNATURE_LAYERS",
+    "NoBundleLayerError",
     "RegistryClient",
     "RegistryCredentials",
 ]

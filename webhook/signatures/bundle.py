@@ -1,0 +1,826 @@
+"""Sigstore bundles (cosign v3's signature format) and the in-toto statements they carry.
+
+A bundle (media type ``application/vnd.dev.sigstore.bundle.v0.3+json``) holds a DSSE
+envelope, its verification material (a Fulcio certificate, or a public-key hint)
+and Rekor entries. cosign v3 attaches one per signature or attestation to the
+image as an OCI referrer (``webhook.registry.RegistryClient.referrers``).
+
+- Keyless bundles are verified by sigstore-python's ``Verifier.verify_dsse``
+  (certificate chain, SCT, Rekor inclusion proof + checkpoint + SET, signature,
+  entry/envelope consistency) with an identity policy built from ``Identity``.
+  That is CPU-bound and synchronous: ``verify_bundle`` runs it in a worker thread.
+- Key-signed bundles (``publicKey`` material) are ours: sigstore-python does not do
+  them (SPEC §8). DSSE PAE signature with the key, then the Rekor entry per the
+  authority's tlog mode: SET over the RFC 8785 canonical entry, inclusion proof
+  and signed checkpoint, and a ``dsse`` 0.0.1 body that records this payload,
+  signature and key.
+- Then what sigstore-python leaves to the caller: the statement is in-toto v0.1/v1,
+  one of its subjects is the admitted image digest, and (for image signatures) the
+  predicate type is cosign's image-signature type.
+
+Trusted roots are the files trust.py reads (SPEC §8: the ones embedded in the
+sigstore package for public-good/staging, never its TUF updater).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import anyio.to_thread
+import pydantic
+import rfc8785
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from sigstore._internal.merkle import verify_merkle_inclusion
+from sigstore._internal.rekor.checkpoint import verify_checkpoint
+from sigstore._internal.trust import KeyringPurpose
+from sigstore.errors import CertValidationError
+from sigstore.errors import Error as SigstoreError
+from sigstore.errors import VerificationError as SigstoreVerificationError
+from sigstore.models import Bundle as SigstoreBundle
+from sigstore.models import TransparencyLogEntry as SigstoreLogEntry
+from sigstore.models import TrustedRoot as SigstoreTrustedRoot
+from sigstore.verify import Verifier
+from sigstore_models.bundle.v1 import Bundle as BundleModel
+from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryModel
+
+from webhook.errors import ManifestUnknownError, RegistryError, VerificationError
+from webhook.oci import (
+    BUNDLE_PREDICATE_TYPE_ANNOTATION,
+    IN_TOTO_PAYLOAD_TYPE,
+    SIGSTORE_BUNDLE_V03,
+    Descriptor,
+)
+from webhook.references import ImageReference
+from webhook.registry import NoBundleLayerError, RegistryClient
+from webhook.signatures.cosign import (
+    PublicKey,
+    RekorKey,
+    TlogMode,
+    check_public_key,
+    public_key_der,
+    verify_raw_signature,
+)
+from webhook.signatures.identity import Identity
+from webhook.signatures.keyless import check_identity
+from webhook.signatures.trust import (
+    EMBEDDED_ROOTS,
+    TrustedRootError,
+    TrustedRootMaterial,
+    load_trusted_root,
+)
+
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+"""predicateType of cosign v3's image signature statement (no predicate body)."""
+IN_TOTO_STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
+IN_TOTO_STATEMENT_V1 = "https://in-toto.io/Statement/v1"
+IN_TOTO_STATEMENT_TYPES = (IN_TOTO_STATEMENT_V01, IN_TOTO_STATEMENT_V1)
+
+# A statement larger than this is not a signature: refuse to parse it.
+MAX_STATEMENT_BYTES = 4 * 1024 * 1024
+# Bundles of one image tried per authority; more referrers than this are abuse.
+MAX_BUNDLES = 50
+_FETCH_CONCURRENCY = 8
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class KeylessTrust:
+    """Who a keyless bundle must come from, and which trusted root vouches for Fulcio/Rekor."""
+
+    identity: Identity
+    trusted_root: str = "public-good"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTrust:
+    """A public key bundles must be signed with, and how its Rekor entry is treated."""
+
+    key: PublicKey = field(repr=False, compare=False)
+    tlog: TlogMode = "optional"
+    trusted_root: str = "public-good"
+
+
+BundleTrust = KeylessTrust | KeyTrust
+
+
+@dataclass(frozen=True, slots=True)
+class InTotoStatement:
+    """An in-toto statement as parsed (not yet tied to any image)."""
+
+    type: str
+    predicate_type: str
+    predicate: Mapping[str, Any]
+    subject_digests: tuple[str, ...]  # "<algorithm>:<hex>", lowercase
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedStatement:
+    """A statement whose signature, signer and subject verified for the admitted digest.
+
+    ``integrated_time``: when Rekor logged it (Unix seconds), if a transparency-log
+    entry was verified with a signed timestamp; None otherwise.
+    """
+
+    predicate_type: str
+    predicate: Mapping[str, Any]
+    subject_digests: tuple[str, ...]
+    integrated_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedBundle:
+    """A bundle blob fetched from a referrer artifact (bytes verified by digest)."""
+
+    descriptor: Descriptor
+    content: bytes
+
+
+# --------------------------------------------------------------------------- DSSE + in-toto
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: what a DSSE signature actually signs."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two verifiers must never read different claims from one signed statement.
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise VerificationError(f"in-toto statement has duplicate field {name!r}")
+        result[name] = value
+    return result
+
+
+def parse_statement(payload_type: str, payload: bytes) -> InTotoStatement:
+    """Parse a DSSE payload as an in-toto statement v0.1 or v1; VerificationError says why not."""
+    if payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise VerificationError(
+            f"DSSE payloadType is {payload_type!r}, not an in-toto statement "
+            f"({IN_TOTO_PAYLOAD_TYPE})"
+        )
+    if len(payload) > MAX_STATEMENT_BYTES:
+        raise VerificationError(f"in-toto statement is larger than {MAX_STATEMENT_BYTES} bytes")
+    try:
+        document = json.loads(payload, object_pairs_hook=_reject_duplicates)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise VerificationError(f"in-toto statement is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise VerificationError("in-toto statement must be a JSON object")
+    kind = document.get("_type")
+    if kind not in IN_TOTO_STATEMENT_TYPES:
+        raise VerificationError(
+            f"in-toto statement _type is {kind!r}, not {IN_TOTO_STATEMENT_V01} or "
+            f"{IN_TOTO_STATEMENT_V1}"
+        )
+    predicate_type = document.get("predicateType")
+    if not isinstance(predicate_type, str) or not predicate_type:
+        raise VerificationError("in-toto statement has no predicateType string")
+    predicate = document.get("predicate", {})
+    if predicate is None:
+        predicate = {}
+    if not isinstance(predicate, dict):
+        raise VerificationError("in-toto statement predicate must be a JSON object")
+    subjects = document.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        raise VerificationError("in-toto statement has no subject list")
+    digests: list[str] = []
+    for position, subject in enumerate(subjects):
+        if not isinstance(subject, dict) or not isinstance(subject.get("digest"), dict):
+            raise VerificationError(f"in-toto statement subject {position} has no digest object")
+        for algorithm, value in subject["digest"].items():
+            if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]+", value):
+                digests.append(f"{algorithm.lower()}:{value.lower()}")
+    return InTotoStatement(kind, predicate_type, predicate, tuple(digests))
+
+
+def check_statement(
+    statement: InTotoStatement,
+    *,
+    image_digest: str,
+    predicate_type: str | None,
+    integrated_time: int | None = None,
+) -> VerifiedStatement:
+    """The statement must name ``image_digest`` (and ``predicate_type`` unless None)."""
+    wanted = image_digest.lower()
+    if wanted not in statement.subject_digests:
+        named = ", ".join(statement.subject_digests) or "no digest"
+        raise VerificationError(f"bundle statement names digest {named}, not {image_digest}")
+    if predicate_type is not None and statement.predicate_type != predicate_type:
+        raise VerificationError(
+            f"statement predicateType is {statement.predicate_type!r}, not {predicate_type!r}"
+        )
+    return VerifiedStatement(
+        statement.predicate_type, statement.predicate, statement.subject_digests, integrated_time
+    )
+
+
+# --------------------------------------------------------------------------- identity policy
+
+
+class IdentityPolicy:
+    """sigstore-python verification policy for an ``Identity`` (one ``verify(cert)`` method).
+
+    The same identity rules as legacy keyless signatures (keyless.check_identity):
+    issuer from Fulcio's extension (v2, falling back to v1) equals the issuer; some
+    SAN equals the subject or fully matches the subject regexp (never a prefix:
+    SPEC §2).
+    """
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    def verify(self, cert: x509.Certificate) -> None:
+        try:
+            check_identity(cert, self.identity)
+        except VerificationError as exc:
+            # sigstore-python's policies raise its own error type.
+            raise SigstoreVerificationError(f"identity: {exc}") from None
+
+
+# --------------------------------------------------------------------------- trusted roots
+
+
+def _root_cache_key(name_or_path: str) -> tuple[str, int, int]:
+    if name_or_path in EMBEDDED_ROOTS:
+        return name_or_path, 0, 0
+    path = Path(name_or_path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise TrustedRootError(
+            f"cannot read trusted root {name_or_path!r}: {exc.strerror or exc}"
+        ) from None
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+
+def sigstore_verifier(name_or_path: str) -> Verifier:
+    """sigstore-python's Verifier for ``public-good``, ``staging`` or a trusted_root.json path.
+
+    Cached per root (a path is re-read when its mtime or size changes). Embedded
+    roots are read as files from the installed sigstore package, never via TUF.
+    """
+    return _verifier(*_root_cache_key(name_or_path))
+
+
+def sigstore_trusted_root(name_or_path: str) -> SigstoreTrustedRoot:
+    """sigstore-python's TrustedRoot for the same names/paths as ``sigstore_verifier``."""
+    return _trusted_root(*_root_cache_key(name_or_path))
+
+
+def clear_verifier_cache() -> None:
+    """Forget cached verifiers and roots (tests; a reload that must see new files)."""
+    _verifier.cache_clear()
+    _trusted_root.cache_clear()
+
+
+@functools.lru_cache(maxsize=16)
+def _trusted_root(source: str, _mtime_ns: int, _size: int) -> SigstoreTrustedRoot:
+    if source in EMBEDDED_ROOTS:
+        directory = quote(EMBEDDED_ROOTS[source], safe="")
+        resource = resources.files("sigstore._store").joinpath(directory, "trusted_root.json")
+        where = f"the {source} trusted root embedded in the sigstore package"
+        try:
+            with resources.as_file(resource) as path:
+                return SigstoreTrustedRoot.from_file(str(path))
+        except OSError as exc:
+            raise TrustedRootError(f"cannot read {where}: {exc.strerror or exc}") from None
+        except (ValueError, SigstoreError) as exc:
+            raise TrustedRootError(f"{where} is not a valid trusted_root.json: {exc}") from None
+    try:
+        return SigstoreTrustedRoot.from_file(source)
+    except OSError as exc:
+        raise TrustedRootError(
+            f"cannot read trusted root {source!r}: {exc.strerror or exc}"
+        ) from None
+    except (ValueError, SigstoreError) as exc:
+        raise TrustedRootError(
+            f"trusted root {source!r} is not a valid trusted_root.json: {exc}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _verifier(source: str, mtime_ns: int, size: int) -> Verifier:
+    try:
+        return Verifier(trusted_root=_trusted_root(source, mtime_ns, size))
+    except SigstoreError as exc:
+        raise TrustedRootError(f"trusted root {source!r} is not usable: {exc}") from None
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def verify_bundle_sync(
+    content: bytes,
+    trust: BundleTrust,
+    *,
+    image_digest: str,
+    predicate_type: str | None = COSIGN_SIGN_PREDICATE,
+) -> VerifiedStatement:
+    """Verify a sigstore bundle for ``image_digest``; blocking (use ``verify_bundle``).
+
+    ``predicate_type``: the statement's required predicate type; the default is
+    cosign's image-signature type, None accepts any (attestations). Raises
+    VerificationError naming what failed; TrustedRootError when the root is unusable.
+    """
+    model = _parse_bundle(content)
+    if model.dsse_envelope is None:
+        raise VerificationError(
+            "bundle holds a message signature, not a DSSE envelope: not an image "
+            "signature or attestation"
+        )
+    if isinstance(trust, KeylessTrust):
+        return _verify_keyless(content, model, trust, image_digest, predicate_type)
+    return _verify_keyed(model, trust, image_digest, predicate_type)
+
+
+async def verify_bundle(
+    content: bytes,
+    trust: BundleTrust,
+    *,
+    image_digest: str,
+    predicate_type: str | None = COSIGN_SIGN_PREDICATE,
+) -> VerifiedStatement:
+    """``verify_bundle_sync`` in a worker thread: never blocks the event loop."""
+    return await anyio.to_thread.run_sync(
+        functools.partial(
+            verify_bundle_sync,
+            content,
+            trust,
+            image_digest=image_digest,
+            predicate_type=predicate_type,
+        )
+    )
+
+
+def _parse_bundle(content: bytes) -> BundleModel:
+    try:
+        return BundleModel.from_json(content)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(document)"
+        raise VerificationError(f"bundle is malformed: {where}: {first['msg']}") from None
+    except ValueError as exc:
+        raise VerificationError(f"bundle is not JSON: {exc}") from None
+
+
+def _verify_keyless(
+    content: bytes,
+    model: BundleModel,
+    trust: KeylessTrust,
+    image_digest: str,
+    predicate_type: str | None,
+) -> VerifiedStatement:
+    material = model.verification_material
+    if material.public_key is not None:
+        raise VerificationError(
+            "bundle is signed with a public key, but the authority is keyless"
+        )
+    verifier = sigstore_verifier(trust.trusted_root)
+    try:
+        bundle = SigstoreBundle.from_json(content)
+    except SigstoreError as exc:
+        raise VerificationError(f"bundle is malformed: {_sigstore_message(exc)}") from None
+    except ValueError as exc:  # a certificate that does not parse
+        raise VerificationError(f"bundle certificate is malformed: {exc}") from None
+    try:
+        payload_type, payload = verifier.verify_dsse(bundle, IdentityPolicy(trust.identity))
+    except CertValidationError as exc:
+        raise VerificationError(f"bundle certificate chain: {_sigstore_message(exc)}") from None
+    except SigstoreError as exc:
+        raise VerificationError(f"bundle: {_sigstore_message(exc)}") from None
+    except (ValueError, TypeError, KeyError, IndexError, InvalidSignature) as exc:
+        # Malformed certificates or entries can surface as plain parser errors.
+        raise VerificationError(
+            f"bundle does not verify: {type(exc).__name__}: {exc}"
+        ) from None
+    entry = model.verification_material.tlog_entries[0]
+    root = load_trusted_root(trust.trusted_root)
+    _check_rekor_key_window(entry, root.rekor_keys)
+    _check_fulcio_window(bundle.signing_certificate, root)
+    statement = parse_statement(payload_type, payload)
+    return check_statement(
+        statement,
+        image_digest=image_digest,
+        predicate_type=predicate_type,
+        integrated_time=entry.integrated_time if entry.inclusion_promise else None,
+    )
+
+
+def _sigstore_message(exc: SigstoreError) -> str:
+    text = " ".join(str(arg) for arg in exc.args).strip()
+    # sigstore-python appends the whole inclusion proof (bytes reprs) to one message.
+    text = text.split(": expected log_index=", 1)[0]
+    return text[:300] or type(exc).__name__
+
+
+def _check_rekor_key_window(entry: LogEntryModel, rekor_keys: Sequence[RekorKey]) -> None:
+    """The log key must have been valid when the entry was integrated (trusted root window)."""
+    if entry.integrated_time is None:
+        return
+    log_id = entry.log_id.key_id.hex()
+    candidates = [key for key in rekor_keys if key.log_id == log_id]
+    if not candidates:
+        return  # a key trust.py cannot load (sigstore-python verified with it)
+    when = datetime.fromtimestamp(entry.integrated_time, UTC)
+    if not any(key.valid_at(when) for key in candidates):
+        raise VerificationError(
+            f"Rekor key {log_id[:16]}… was not valid at integratedTime {when.isoformat()}"
+        )
+
+
+def _check_fulcio_window(cert: x509.Certificate, root: TrustedRootMaterial) -> None:
+    """The issuing Fulcio CA must have been valid when it issued the certificate."""
+    issued = cert.not_valid_before_utc
+    issuers = [
+        ca for ca in root.fulcio_authorities
+        if ca.certificates and ca.certificates[0].subject == cert.issuer
+    ]
+    if not issuers:
+        return  # sigstore-python built the chain; no authority to hold to a window
+    for ca in issuers:
+        if (ca.valid_from is None or ca.valid_from <= issued) and (
+            ca.valid_until is None or issued <= ca.valid_until
+        ):
+            return
+    raise VerificationError(
+        f"certificate chain: Fulcio CA {cert.issuer.rfc4514_string()} was not valid "
+        f"at {issued.isoformat()} in trusted root {root.source}"
+    )
+
+
+# --------------------------------------------------------------------------- key bundles
+
+
+def _verify_keyed(
+    model: BundleModel, trust: KeyTrust, image_digest: str, predicate_type: str | None
+) -> VerifiedStatement:
+    material = model.verification_material
+    if material.public_key is None:
+        raise VerificationError(
+            "bundle is signed with a certificate (keyless), but the authority is a key"
+        )
+    envelope = model.dsse_envelope
+    assert envelope is not None
+    signed = pae(envelope.payload_type, envelope.payload)
+    signatures = [signature.sig for signature in envelope.signatures]
+    signature = verify_envelope_signatures(trust.key, signatures, signed)
+    integrated_time: int | None = None
+    if trust.tlog != "off":
+        entries = material.tlog_entries
+        if not entries and trust.tlog == "required":
+            raise VerificationError(
+                "transparency log entry required, but the bundle has no Rekor entry"
+            )
+        if entries:
+            root = load_trusted_root(trust.trusted_root)
+            for entry in entries:
+                check_entry_body(
+                    entry.canonicalized_body,
+                    payload=envelope.payload,
+                    signature=signature,
+                    signer=trust.key,
+                )
+                time = _verify_log_entry(entry, root, trust.trusted_root)
+                if time is not None:
+                    integrated_time = time
+    statement = parse_statement(envelope.payload_type, envelope.payload)
+    return check_statement(
+        statement,
+        image_digest=image_digest,
+        predicate_type=predicate_type,
+        integrated_time=integrated_time,
+    )
+
+
+def verify_envelope_signatures(
+    key: PublicKey, signatures: Sequence[bytes], signed: bytes
+) -> bytes:
+    """The first DSSE signature that verifies over the PAE with ``key``; else VerificationError."""
+    if not signatures:
+        raise VerificationError("DSSE envelope has no signatures")
+    failure: VerificationError | None = None
+    for signature in signatures:
+        try:
+            verify_raw_signature(key, signature, signed)
+        except VerificationError as exc:
+            failure = exc
+            continue
+        return signature
+    assert failure is not None
+    raise VerificationError(f"DSSE envelope: {failure}")
+
+
+def _verify_log_entry(
+    entry: LogEntryModel, root: TrustedRootMaterial, root_name: str
+) -> int | None:
+    """SET (if any) with a Rekor key valid at integratedTime; inclusion proof + checkpoint.
+
+    Returns the integrated time a verified SET vouches for, else None.
+    """
+    integrated_time: int | None = None
+    if entry.inclusion_promise is not None and entry.integrated_time is not None:
+        verify_inclusion_promise(
+            signed_entry_timestamp=entry.inclusion_promise.signed_entry_timestamp,
+            body=entry.canonicalized_body,
+            integrated_time=entry.integrated_time,
+            log_index=entry.log_index,
+            log_id=entry.log_id.key_id.hex(),
+            rekor_keys=root.rekor_keys,
+        )
+        integrated_time = entry.integrated_time
+    elif entry.inclusion_proof.checkpoint is None:
+        raise VerificationError(
+            "Rekor entry has neither a signed entry timestamp nor a checkpointed inclusion proof"
+        )
+    if entry.inclusion_proof.checkpoint is not None:
+        try:
+            wrapped = SigstoreLogEntry(entry)
+            verify_merkle_inclusion(wrapped)
+            verify_checkpoint(
+                sigstore_trusted_root(root_name).rekor_keyring(KeyringPurpose.VERIFY), wrapped
+            )
+        except SigstoreError as exc:
+            raise VerificationError(f"Rekor inclusion proof: {_sigstore_message(exc)}") from None
+        except (ValueError, TypeError, IndexError, binascii.Error) as exc:
+            raise VerificationError(f"Rekor inclusion proof is malformed: {exc}") from None
+    return integrated_time
+
+
+def verify_inclusion_promise(
+    *,
+    signed_entry_timestamp: bytes,
+    body: bytes,
+    integrated_time: int,
+    log_index: int,
+    log_id: str,
+    rekor_keys: Sequence[RekorKey],
+) -> None:
+    """Verify a Rekor SET: a log signature over the RFC 8785 JSON of the entry's fields.
+
+    ``body`` is the canonicalized entry body (raw bytes); the key is chosen by
+    ``log_id`` (hex) and must have been valid at ``integrated_time``.
+    """
+    try:
+        canonical = rfc8785.dumps({
+            "body": base64.b64encode(body).decode(),
+            "integratedTime": integrated_time,
+            "logID": log_id.lower(),
+            "logIndex": log_index,
+        })
+    except ValueError as exc:  # integers beyond 2**53 have no canonical JSON form
+        raise VerificationError(f"Rekor entry cannot be canonicalised: {exc}") from None
+    candidates = [key for key in rekor_keys if key.log_id == log_id.lower()]
+    if not candidates:
+        raise VerificationError(f"no trusted Rekor key for logID {log_id}")
+    try:
+        when = datetime.fromtimestamp(integrated_time, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise VerificationError(f"Rekor integratedTime {integrated_time} is out of range") from None
+    in_window = [key for key in candidates if key.valid_at(when)]
+    if not in_window:
+        raise VerificationError(
+            f"Rekor key {log_id[:16]}… was not valid at integratedTime {when.isoformat()}"
+        )
+    for rekor_key in in_window:
+        try:
+            _verify_set_signature(rekor_key.key, signed_entry_timestamp, canonical)
+        except InvalidSignature:
+            continue
+        return
+    raise VerificationError(f"Rekor SET does not verify with the key of log {log_id[:16]}…")
+
+
+def _verify_set_signature(key: PublicKey, signature: bytes, message: bytes) -> None:
+    # Rekor signs SETs with SHA-256 whatever its curve (sigstore/rekor pkg/signer).
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        key.verify(signature, message)
+
+
+def check_entry_body(
+    body: bytes, *, payload: bytes, signature: bytes, signer: PublicKey | x509.Certificate
+) -> None:
+    """A Rekor entry body must record this DSSE payload, signature and signer.
+
+    Kinds: ``dsse`` 0.0.1 (cosign v3 bundles),
+    ``intoto`` 0.0.2 (signature double base64) and 0.0.1 (no signature recorded:
+    payload hash and key only) as legacy ``cosign attest`` wrote them.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise VerificationError(f"Rekor entry body is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("spec"), dict):
+        raise VerificationError("Rekor entry body has no spec object")
+    kind, version, spec = document.get("kind"), document.get("apiVersion"), document["spec"]
+    payload_hash = hashlib.sha256(payload).hexdigest()
+    if (kind, version) == ("dsse", "0.0.1"):
+        _check_hash(spec.get("payloadHash"), payload_hash, "spec.payloadHash")
+        recorded = spec.get("signatures")
+        pairs = [
+            (_b64(item["signature"], "spec.signatures[].signature"), item.get("verifier"))
+            for item in (recorded if isinstance(recorded, list) else [])
+            if isinstance(item, dict) and isinstance(item.get("signature"), str)
+        ]
+    elif (kind, version) == ("intoto", "0.0.2"):
+        content = _object(spec.get("content"), "spec.content")
+        _check_hash(content.get("payloadHash"), payload_hash, "spec.content.payloadHash")
+        envelope = _object(content.get("envelope"), "spec.content.envelope")
+        recorded = envelope.get("signatures")
+        # The envelope's base64 signature, base64-encoded once more.
+        what = "spec.content.envelope.signatures[].sig"
+        pairs = [
+            (_b64(_b64(item["sig"], what).decode("ascii", "replace"), what), item.get("publicKey"))
+            for item in (recorded if isinstance(recorded, list) else [])
+            if isinstance(item, dict) and isinstance(item.get("sig"), str)
+        ]
+    elif (kind, version) == ("intoto", "0.0.1"):
+        content = _object(spec.get("content"), "spec.content")
+        _check_hash(content.get("payloadHash"), payload_hash, "spec.content.payloadHash")
+        if not _same_signer(spec.get("publicKey"), signer):
+            raise VerificationError(
+                "Rekor entry is for another signer: spec.publicKey differs"
+            )
+        return
+    else:
+        raise VerificationError(
+            f"Rekor entry is {kind!r} {version!r}: expected dsse 0.0.1 or intoto 0.0.1/0.0.2"
+        )
+    matching = [verifier for sig, verifier in pairs if sig == signature]
+    if not matching:
+        raise VerificationError("Rekor entry is for another signature: its signatures differ")
+    if not any(_same_signer(verifier, signer) for verifier in matching):
+        raise VerificationError("Rekor entry is for another signer: its verifier differs")
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise VerificationError(f"Rekor entry body {what} must be a JSON object")
+    return value
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise VerificationError(f"Rekor entry body {what} is not base64") from None
+
+
+def _check_hash(value: Any, expected_hex: str, what: str) -> None:
+    hashed = _object(value, what)
+    if hashed.get("algorithm") != "sha256":
+        raise VerificationError(f"Rekor entry {what} is not sha256")
+    recorded = hashed.get("value")
+    if not isinstance(recorded, str) or recorded.lower() != expected_hex:
+        raise VerificationError(f"Rekor entry is for another payload: {what} differs")
+
+
+def _same_signer(recorded: Any, signer: PublicKey | x509.Certificate) -> bool:
+    """Does a base64 PEM (key or certificate) from an entry body name ``signer``?"""
+    if not isinstance(recorded, str):
+        return False
+    try:
+        pem = base64.b64decode(recorded, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in pem:
+            certificate = x509.load_pem_x509_certificate(pem)
+            if isinstance(signer, x509.Certificate):
+                return certificate == signer
+            key_der = public_key_der(check_public_key(certificate.public_key()))
+            return key_der == public_key_der(signer)
+        if isinstance(signer, x509.Certificate):
+            return False  # a keyless signature is logged with its certificate
+        return public_key_der(check_public_key(load_pem_public_key(pem))) == public_key_der(
+            signer
+        )
+    except (ValueError, VerificationError):
+        return False
+
+
+# --------------------------------------------------------------------------- registry
+
+
+async def fetch_bundles(
+    registry: RegistryClient,
+    ref: ImageReference,
+    image_digest: str,
+    *,
+    predicate_type: str | None = None,
+) -> list[FetchedBundle]:
+    """Bundle referrers of an image, fetched (manifest + layer, each verified by digest).
+
+    ``predicate_type`` skips referrers whose ``dev.sigstore.bundle.predicateType``
+    annotation names another type (an unauthenticated hint: it only saves fetches;
+    the statement inside is what is checked). RegistryError when the registry fails.
+    """
+    descriptors = await registry.referrers(ref, image_digest, artifact_type=SIGSTORE_BUNDLE_V03)
+    wanted = [
+        descriptor for descriptor in descriptors
+        if predicate_type is None
+        or descriptor.annotations.get(BUNDLE_PREDICATE_TYPE_ANNOTATION, predicate_type)
+        == predicate_type
+    ][:MAX_BUNDLES]
+    contents: list[bytes | None] = [None] * len(wanted)
+    errors: list[RegistryError] = []
+    limiter = anyio.Semaphore(_FETCH_CONCURRENCY)
+
+    async with anyio.create_task_group() as group:
+
+        async def fetch(index: int, descriptor: Descriptor) -> None:
+            async with limiter:
+                try:
+                    contents[index] = await registry.bundle_for(ref, descriptor)
+                except (NoBundleLayerError, ManifestUnknownError):
+                    # A referrer without a bundle, or listed but gone (deleted since):
+                    # not a signature (others may be), and never an error someone with
+                    # push access could plant to reach onError.
+                    return
+                except RegistryError as exc:
+                    # One unreadable bundle makes the answer an error: stop the rest.
+                    errors.append(exc)
+                    group.cancel_scope.cancel()
+
+        for index, descriptor in enumerate(wanted):
+            group.start_soon(fetch, index, descriptor)
+    if errors:
+        raise errors[0]
+    return [
+        FetchedBundle(descriptor, content)
+        for descriptor, content in zip(wanted, contents, strict=True)
+        if content is not None
+    ]
+
+
+async def verify_image_bundles(
+    bundles: Sequence[FetchedBundle],
+    trust: BundleTrust,
+    *,
+    image_digest: str,
+    predicate_type: str | None = COSIGN_SIGN_PREDICATE,
+) -> VerifiedStatement:
+    """The first bundle that verifies for ``image_digest``; VerificationError joins the reasons."""
+    if not bundles:
+        raise VerificationError("no sigstore bundles attached to the image")
+    reasons: list[str] = []
+    for fetched in bundles:
+        try:
+            return await verify_bundle(
+                fetched.content, trust, image_digest=image_digest, predicate_type=predicate_type
+            )
+        except VerificationError as exc:
+            if str(exc) not in reasons:
+                reasons.append(str(exc))
+    raise VerificationError("; ".join(reasons) or "no sigstore bundles attached to the image")
+
+
+__all__ = [
+    "COSIGN_SIGN_PREDICATE",
+    "IN_TOTO_STATEMENT_TYPES",
+    "BundleTrust",
+    "FetchedBundle",
+    "IdentityPolicy",
+    "InTotoStatement",
+    "KeyTrust",
+    "KeylessTrust",
+    "VerifiedStatement",
+    "check_entry_body",
+    "check_statement",
+    "clear_verifier_cache",
+    "fetch_bundles",
+    "pae",
+    "parse_statement",
+    "sigstore_trusted_root",
+    "sigstore_verifier",
+    "verify_bundle",
+    "verify_bundle_sync",
+    "verify_envelope_signatures",
+    "verify_image_bundles",
+    "verify_inclusion_promise",
+]
