@@ -16,11 +16,11 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,chart]'
 	touch $@ $(VENV)/.installed-run
 
 $(VENV)/.installed-lint: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,lint]'
+	$(BIN)/pip install --quiet -e '.[test,lint,chart]'
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
 
 # Debian's docker-registry (CNCF distribution) for the real-registry tests and the demo.
@@ -44,6 +44,7 @@ test: $(VENV)/.installed-test registry-deps
 lint: $(VENV)/.installed-lint
 	$(BIN)/ruff check webhook tests scripts bench
 	$(BIN)/mypy --strict webhook
+	$(BIN)/hadolint --failure-threshold style Dockerfile
 
 # Latency/throughput as ratios against a bare Starlette endpoint, measured in one run.
 bench: $(VENV)/.installed-test registry-deps

@@ -212,14 +212,36 @@ def test_unwritable_directory_is_a_certificate_error(tmp_path: Path) -> None:
 
 def test_kubectl_hints(paths: CertificatePaths) -> None:
     hints = kubectl_hints(paths, service=SERVICE, namespace=NAMESPACE)
-    secret_line, bundle_line = hints.splitlines()
+    secret_line, helm_line = hints.splitlines()
     assert shlex.split(secret_line) == [
         "kubectl", "create", "secret", "tls", f"{SERVICE}-tls",
         f"--cert={paths.cert}", f"--key={paths.key}", "-n", NAMESPACE,
     ]
-    assert bundle_line.startswith("--set tls.caBundle=")
-    bundle = bundle_line.removeprefix("--set tls.caBundle=")
+    words = shlex.split(helm_line)
+    assert words[:4] == [
+        "--set", "tls.mode=existingSecret", "--set", f"tls.secretName={SERVICE}-tls",
+    ]
+    assert words[4] == "--set"
+    assert words[5].startswith("tls.caBundle=")
+    assert len(words) == 6
+    assert helm_line.endswith(words[5])  # copied verbatim: nothing in base64 needs quoting
+    bundle = words[5].removeprefix("tls.caBundle=")
     assert base64.b64decode(bundle, validate=True) == paths.ca_cert.read_bytes()
+
+
+def test_cli_writes_files_and_prints_hints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from webhook.__main__ import main
+
+    out = tmp_path / "out"
+    assert main(["certs", "--out", str(out), "--service", "gate", "--namespace", "infra"]) == 0
+    assert {"ca.crt", "tls.crt", "tls.key"} <= {p.name for p in out.iterdir()}
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("kubectl create secret tls gate-tls ") for line in lines)
+    assert any("--set tls.caBundle=" in line for line in lines)
+    san = _cert(out / "tls.crt").extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert "gate.infra.svc" in san.value.get_values_for_type(x509.DNSName)
 
 
 def test_kubectl_hints_quote_paths(tmp_path: Path) -> None:

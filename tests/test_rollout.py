@@ -30,23 +30,28 @@ from webhook.settings import Settings
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
-    """The real network, counting requests by kind; optionally failing the first few."""
+    """The real network, counting requests by kind; ``down`` refuses connections."""
 
-    def __init__(self, *, fail_first: int = 0, hang: bool = False) -> None:
+    def __init__(self, *, down: bool = False, hang: bool = False) -> None:
         self.inner = httpx.AsyncHTTPTransport()
         self.counts: collections.Counter[str] = collections.Counter()
-        self.fail_first = fail_first
+        self.down = down
         self.hang = hang
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        kind = ("sig-manifest" if path.endswith(".sig") else "manifest") if "/manifests/" in path \
-            else "blob" if "/blobs/" in path else "other"
+        if "/referrers/" in path:
+            kind = "referrers-api"
+        elif "/manifests/sha256-" in path:
+            kind = "sig-manifest" if path.endswith(".sig") else "referrers-tag"
+        elif "/manifests/" in path:
+            kind = "manifest"
+        else:
+            kind = "blob" if "/blobs/" in path else "other"
         self.counts[kind] += 1
         if self.hang:
             await asyncio.sleep(30)
-        if self.fail_first > 0:
-            self.fail_first -= 1
+        if self.down:
             raise httpx.ConnectError("connection refused (injected)", request=request)
         return await self.inner.handle_async_request(request)
 
@@ -56,6 +61,11 @@ class CountingTransport(httpx.AsyncBaseTransport):
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+# a signed image seen for the first time: tag -> digest, the `.sig` manifest, its payload
+# blob, the referrers API (distribution 2.8 answers 404) and the referrers tag schema
+COLD = {"manifest": 1, "sig-manifest": 1, "blob": 1, "referrers-api": 1, "referrers-tag": 1}
 
 
 @dataclass
@@ -103,7 +113,7 @@ async def test_rollout_fan_in_hits_the_registry_once(tmp_path: Path, registry: R
         # Deployment, then its ReplicaSet, then 50 Pods at once
         assert (await hook.review(pod_review(image, kind="Deployment")))["allowed"]
         cold = dict(hook.transport.counts)
-        assert cold == {"manifest": 1, "sig-manifest": 1, "blob": 1}
+        assert cold == COLD
         assert (await hook.review(pod_review(image, kind="ReplicaSet")))["allowed"]
         answers = await asyncio.gather(*(hook.review(pod_review(image)) for _ in range(50)))
         assert all(answer["allowed"] for answer in answers)
@@ -121,7 +131,7 @@ async def test_concurrent_reviews_of_a_new_digest_share_one_fetch(
     async for hook in start(tmp_path, registry, key):
         answers = await asyncio.gather(*(hook.review(pod_review(image)) for _ in range(100)))
         assert all(answer["allowed"] for answer in answers)
-        assert dict(hook.transport.counts) == {"manifest": 1, "sig-manifest": 1, "blob": 1}
+        assert dict(hook.transport.counts) == COLD
         metrics = (await hook.client.get("/metrics")).text
         assert 'sealgate_cache_requests_total{fact="signature",result="shared"}' in metrics
 
@@ -131,12 +141,14 @@ async def test_transient_registry_error_is_not_remembered(
 ) -> None:
     signed_image(registry, key, "team/flaky")
     image = f"{registry.host}/team/flaky:v1"
-    transport = CountingTransport(fail_first=1)
+    transport = CountingTransport(down=True)
     async for hook in start(tmp_path, registry, key, transport=transport):
         first = await hook.review(pod_review(image))
         assert first["allowed"] is False
         assert "could not resolve digest" in first["status"]["message"]
-        second = await hook.review(pod_review(image))  # the registry is back
+        assert transport.counts["manifest"] == 4  # the first try and three retries
+        transport.down = False  # the registry is back
+        second = await hook.review(pod_review(image))
         assert second["allowed"] is True
 
 

@@ -631,8 +631,13 @@ def test_world_tampered_certificate_logged_in_rekor_fails_the_chain(
 ) -> None:
     leaf = world.issue_leaf(email=WORLD_EMAIL, issuer=WORLD_ISSUER)
     der = leaf.certificate.public_bytes(serialization.Encoding.DER)
-    assert der[13:15] == b"\x02\x14"  # the 20-byte serial number follows
-    tampered = replace(leaf, certificate=x509.load_der_x509_certificate(flip(der, 20)))
+    # flip a byte of the serial number (its length varies with the random value)
+    serial = leaf.certificate.serial_number
+    serial_bytes = serial.to_bytes((serial.bit_length() + 7) // 8, "big")
+    offset = der.find(serial_bytes)
+    assert offset > 0
+    tampered = replace(leaf, certificate=x509.load_der_x509_certificate(
+        flip(der, offset + len(serial_bytes) // 2)))
     layer = world.keyless_signature_layer(tampered, WORLD_IMAGE, WORLD_DIGEST)
     with pytest.raises(VerificationError, match="certificate chain does not verify"):
         world_verify(world, layer)

@@ -90,7 +90,8 @@ def create_app(
         timeout = httpx.Timeout(settings.deadline, connect=min(3.0, settings.deadline))
         async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as http:
             registry = RegistryClient(
-                http, credentials=credentials, insecure=settings.insecure_registries
+                http, credentials=credentials, insecure=settings.insecure_registries,
+                on_response=metrics.registry_response,
             )
             harbor = HarborClient(
                 http, credentials=credentials, insecure=settings.insecure_registries

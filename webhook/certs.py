@@ -116,15 +116,29 @@ def generate_certificates(
 
 
 def kubectl_hints(paths: CertificatePaths, *, service: str, namespace: str) -> str:
-    """The commands that install these files: a TLS Secret and the chart's caBundle value."""
+    """How to install these files for the chart's ``tls.mode=existingSecret``: two lines.
+
+    The first creates the TLS Secret; the second holds the ``helm install`` flags that point
+    the chart at it and hand the API server the CA (``--set tls.caBundle=...``, base64 PEM).
+    ``service`` must be the chart's full name (the release name ``sealgate`` gives
+    ``sealgate``), since the serving certificate names ``SERVICE.NAMESPACE.svc``.
+    """
+    secret_name = f"{service}-tls"
     ca_bundle = base64.b64encode(paths.ca_cert.read_bytes()).decode("ascii")
     secret = shlex.join(
         [
-            "kubectl", "create", "secret", "tls", f"{service}-tls",
+            "kubectl", "create", "secret", "tls", secret_name,
             f"--cert={paths.cert}", f"--key={paths.key}", "-n", namespace,
         ]
     )
-    return f"{secret}\n--set tls.caBundle={ca_bundle}"
+    helm_flags = shlex.join(
+        [
+            "--set", "tls.mode=existingSecret",
+            "--set", f"tls.secretName={secret_name}",
+            "--set", f"tls.caBundle={ca_bundle}",
+        ]
+    )
+    return f"{secret}\n{helm_flags}"
 
 
 def _issue_ca(

@@ -25,6 +25,21 @@ from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, SignatureLayer
 from webhook.policy import Authority, KeyAuthority, KeylessAuthority, ScanRequirement
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient
+from webhook.scans import ScanReportError, fact_from_statement, is_scan_statement
+from webhook.signatures.attestations import (
+    AttachedAttestations,
+    fetch_attestations,
+    verify_attestations,
+)
+from webhook.signatures.bundle import (
+    COSIGN_SIGN_PREDICATE,
+    BundleTrust,
+    FetchedBundle,
+    KeylessTrust,
+    KeyTrust,
+    fetch_bundles,
+    verify_image_bundles,
+)
 from webhook.signatures.cosign import verify_key_signature
 from webhook.signatures.keyless import verify_keyless_signature
 from webhook.signatures.trust import load_trusted_root
@@ -180,20 +195,58 @@ class FactGatherer:
         )
         return layers
 
+    async def _bundles(self, ref: ImageReference, digest: str) -> list[FetchedBundle]:
+        """Sigstore bundle referrers (cosign v3), fetched once for all authorities."""
+
+        async def fetch() -> list[FetchedBundle]:
+            return await fetch_bundles(
+                self.registry, ref, digest, predicate_type=COSIGN_SIGN_PREDICATE
+            )
+
+        bundles, _ = await self.cache.get_or_fetch(
+            "signature-bundles", (ref.name, digest), fetch, lambda _v: "error"
+        )
+        return bundles
+
     async def _verify(self, check: SignatureCheck, ref: ImageReference, digest: str) -> Outcome:
+        """Satisfied by any legacy `.sig` layer or any bundle referrer that verifies."""
         authority = check.authority
+        errors: list[str] = []
+        layers: list[SignatureLayer] = []
+        bundles: list[FetchedBundle] = []
         try:
             layers = await self._layers(ref, digest)
         except RegistryError as exc:
-            return Outcome("error", f"fetching signatures: {exc}")
-        if not layers:
+            errors.append(f"fetching signatures: {exc}")
+        try:
+            bundles = await self._bundles(ref, digest)
+        except RegistryError as exc:
+            errors.append(f"fetching signature bundles: {exc}")
+        reasons: list[str] = []
+        if layers:
+            if isinstance(authority, KeyAuthority):
+                outcome = self._verify_key_layers(check, authority, ref, digest, layers)
+            else:
+                # certificate chains, SCTs and SETs: enough CPU to keep off the event loop
+                outcome = await anyio.to_thread.run_sync(
+                    self._verify_keyless_layers, check, authority, ref, digest, layers
+                )
+            if outcome.status != "fail":
+                return outcome
+            reasons.append(outcome.reason)
+        if bundles:
+            try:
+                # sigstore-python runs in a worker thread (verify_bundle)
+                await verify_image_bundles(bundles, bundle_trust(authority), image_digest=digest)
+            except VerificationError as exc:
+                reasons.append(f"bundle: {exc}")
+            else:
+                return Outcome("ok")
+        if errors:
+            return Outcome("error", "; ".join(errors + reasons))
+        if not layers and not bundles:
             return Outcome("fail", "no signatures found")
-        if isinstance(authority, KeyAuthority):
-            return self._verify_key_layers(check, authority, ref, digest, layers)
-        # certificate chains, SCTs and SETs: enough CPU to keep off the event loop
-        return await anyio.to_thread.run_sync(
-            self._verify_keyless_layers, check, authority, ref, digest, layers
-        )
+        return Outcome("fail", "; ".join(reasons))
 
     def _verify_key_layers(
         self,
@@ -308,10 +361,56 @@ class FactGatherer:
         state.all_cached &= cached
         return result
 
+    async def _attached(self, ref: ImageReference, digest: str) -> AttachedAttestations:
+        async def fetch() -> AttachedAttestations:
+            return await fetch_attestations(self.registry, ref, digest)
+
+        attached, _ = await self.cache.get_or_fetch(
+            "attestation-material", (ref.name, digest), fetch, lambda _v: "error"
+        )
+        return attached
+
     async def _attestation(
         self, authority: Authority, ref: ImageReference, digest: str, state: _Progress
     ) -> ScanResult:
-        return None, "scan source attestation is not supported yet"
+        """The newest vulnerability report this attestor signed for the digest, if any."""
+
+        async def fetch() -> ScanResult:
+            try:
+                attached = await self._attached(ref, digest)
+            except RegistryError as exc:
+                return None, f"fetching attestations: {exc}"
+            results = await verify_attestations(
+                attached, bundle_trust(authority), image_digest=digest
+            )
+            facts: list[ScanFact] = []
+            problems: list[str] = []
+            for statement in results.statements:
+                if not is_scan_statement(statement.predicate_type, statement.predicate):
+                    continue
+                try:
+                    facts.append(fact_from_statement(statement, attestor=authority.fingerprint))
+                except ScanReportError as exc:
+                    problems.append(str(exc))
+            if facts:
+                return max(facts, key=lambda fact: fact.scanned_at), None
+            if problems:
+                # a signed report we cannot read is not "no scan": it is a check that failed
+                return None, "; ".join(problems)
+            return None, None
+
+        result, cached = await self.cache.get_or_fetch(
+            "scan", (ref.name, digest, "attestation", authority.fingerprint), fetch, _scan_verdict
+        )
+        state.all_cached &= cached
+        return result
+
+
+def bundle_trust(authority: Authority) -> BundleTrust:
+    """What the bundle/attestation verifiers need of a policy authority."""
+    if isinstance(authority, KeyAuthority):
+        return KeyTrust(authority.public_key, authority.tlog, authority.trusted_root)
+    return KeylessTrust(authority.identity, authority.trusted_root)
 
 
 def _sources(scans: Sequence[ScanRequirement]) -> list[str]:

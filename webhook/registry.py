@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import json
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -53,6 +54,8 @@ MAX_REFERRERS = 1000
 _LAYER_CONCURRENCY = 8
 # Docker's token spec: a token without expires_in lives 60 s.
 DEFAULT_TOKEN_TTL = 60.0
+_NO_REFERRERS_API_TTL = 600.0  # seconds
+_MAX_RETRY_AFTER = 2.0  # seconds: longer waits are not worth it inside a webhook deadline
 # Drop cached tokens a little before they expire, so a request never races the expiry.
 _TOKEN_EXPIRY_MARGIN = 5.0
 # Error bodies (401, 404, 5xx) are read only this far: we never need more of them.
@@ -225,11 +228,22 @@ class RegistryClient:
         credentials: RegistryCredentials | None = None,
         insecure: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.monotonic,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_concurrency: int = 32,
+        on_response: Callable[[str, str], None] | None = None,
     ) -> None:
         self._http = http
         self._credentials = credentials
         self._insecure = insecure
         self._clock = clock
+        self._retries = retries
+        self._backoff = backoff
+        self._max_concurrency = max_concurrency
+        self._limits: dict[str, anyio.Semaphore] = {}
+        self._on_response = on_response
+        # registries that answered 404 for the referrers API: host -> monotonic expiry
+        self._no_referrers_api: dict[str, float] = {}
         # (registry, scope) -> (token, monotonic expiry)
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         # registries that challenged with Basic: send credentials up front next time
@@ -327,7 +341,12 @@ class RegistryClient:
         tag means no referrers. ``artifact_type`` is sent as the API's filter and applied
         here too, since registries may ignore it and the tag schema cannot filter.
         """
-        found = await self._referrers_api(ref, digest, artifact_type)
+        found = None
+        if self._no_referrers_api.get(ref.registry, 0.0) <= self._clock():
+            found = await self._referrers_api(ref, digest, artifact_type)
+            if found is None:
+                # remembered for a while: distribution 2.8 would cost a 404 every lookup
+                self._no_referrers_api[ref.registry] = self._clock() + _NO_REFERRERS_API_TTL
         if found is None:
             found = await self._referrers_tag(ref, digest)
         if artifact_type is not None:
@@ -495,6 +514,62 @@ class RegistryClient:
         max_bytes: int,
         follow_redirects: bool,
     ) -> _Fetched:
+        """One request with retries: 429, 5xx and connection errors are tried again after a
+        jittered exponential backoff. The request's deadline cancels any wait, so retries
+        only ever happen inside it; at most ``max_concurrency`` requests per registry."""
+        limit = self._limits.get(ref.registry)
+        if limit is None:
+            limit = self._limits[ref.registry] = anyio.Semaphore(self._max_concurrency)
+        attempt = 0
+        while True:
+            try:
+                async with limit:
+                    fetched = await self._send_once(
+                        ref, url, headers, authorization, what=what, max_bytes=max_bytes,
+                        follow_redirects=follow_redirects,
+                    )
+            except RegistryError as exc:
+                if attempt >= self._retries or not _retryable_error(exc):
+                    self._observe(ref.registry, "error")
+                    raise
+                self._observe(ref.registry, "error")
+                delay = self._delay(attempt, None)
+            else:
+                self._observe(ref.registry, str(fetched.status))
+                if attempt >= self._retries or not _retryable_status(fetched.status):
+                    return fetched
+                delay = self._delay(attempt, fetched.headers.get("retry-after"))
+                if delay is None:
+                    return fetched  # told to wait longer than a webhook can
+            attempt += 1
+            await anyio.sleep(delay or 0)
+
+    def _observe(self, registry: str, status: str) -> None:
+        if self._on_response is not None:
+            self._on_response(registry, status)
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float | None:
+        if retry_after is not None:
+            try:
+                wanted = float(retry_after)
+            except ValueError:
+                wanted = None  # an HTTP date: fall back to our own backoff
+            if wanted is not None:
+                return wanted if wanted <= _MAX_RETRY_AFTER else None
+        # full jitter: spreads a rollout's retries instead of stampeding the registry
+        return random.uniform(0, self._backoff * (2**attempt))  # noqa: S311 - not crypto
+
+    async def _send_once(
+        self,
+        ref: ImageReference,
+        url: str,
+        headers: Mapping[str, str],
+        authorization: str | None,
+        *,
+        what: str,
+        max_bytes: int,
+        follow_redirects: bool,
+    ) -> _Fetched:
         request_headers = dict(headers)
         if authorization is not None:
             request_headers["Authorization"] = authorization
@@ -628,6 +703,16 @@ class RegistryClient:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def _retryable_error(exc: RegistryError) -> bool:
+    """Network trouble and timeouts are worth another try; content problems are not."""
+    cause = exc.__cause__
+    return isinstance(cause, httpx.TransportError)
 
 
 async def _read_capped(

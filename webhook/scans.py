@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from webhook.decision import ScanFact
 from webhook.errors import SealgateError
 from webhook.policy import SEVERITIES
 
 VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
+
+
+class ScanStatement(Protocol):
+    """What a verified attestation offers the scan gate (signatures.bundle.VerifiedStatement)."""
+
+    @property
+    def predicate_type(self) -> str: ...
+    @property
+    def predicate(self) -> Mapping[str, Any]: ...
+    @property
+    def integrated_time(self) -> int | None: ...
 
 
 class ScanReportError(SealgateError):
@@ -138,4 +149,36 @@ def fact_from_vuln_predicate(predicate: object, *, attestor: str) -> ScanFact:
         raise ScanReportError("vuln predicate: scanner is missing")
     metadata = predicate.get("metadata") or {}
     finished = parse_time(metadata.get("scanFinishedOn"), "vuln predicate metadata.scanFinishedOn")
+    if finished.year <= 1:  # Go's zero time: cosign's way of leaving it out
+        raise ScanReportError("vuln predicate metadata.scanFinishedOn is missing")
     return ScanFact("attestation", finished, ids_from_report(scanner.get("result")), attestor)
+
+
+def _is_sarif(predicate_type: str, predicate: object) -> bool:
+    return "sarif" in predicate_type.lower() and isinstance(predicate, dict) and "runs" in predicate
+
+
+def is_scan_statement(predicate_type: str, predicate: object) -> bool:
+    """A cosign vuln/v1 predicate, or a SARIF log attached as a signed attestation."""
+    return predicate_type == VULN_PREDICATE or _is_sarif(predicate_type, predicate)
+
+
+def fact_from_statement(statement: ScanStatement, *, attestor: str) -> ScanFact:
+    """A verified scan attestation -> ScanFact.
+
+    A SARIF log's time is its run's ``invocations[].endTimeUtc``, else the time the
+    transparency log recorded the attestation; without either it cannot meet a maxAge.
+    """
+    if statement.predicate_type == VULN_PREDICATE:
+        return fact_from_vuln_predicate(statement.predicate, attestor=attestor)
+    log = statement.predicate
+    ended: dt.datetime | None = None
+    for run in log.get("runs") or ():
+        for invocation in (run or {}).get("invocations") or ():
+            if isinstance(invocation, dict) and invocation.get("endTimeUtc"):
+                ended = parse_time(invocation["endTimeUtc"], "SARIF invocations.endTimeUtc")
+    if ended is None and statement.integrated_time is not None:
+        ended = dt.datetime.fromtimestamp(statement.integrated_time, dt.UTC)
+    if ended is None:
+        raise ScanReportError("SARIF attestation has no scan time (invocations.endTimeUtc)")
+    return ScanFact("attestation", ended, ids_from_sarif(log), attestor)
