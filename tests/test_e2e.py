@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
@@ -160,3 +161,28 @@ def test_start_up_errors_exit_2(tmp_path: Path) -> None:
     process = start_server(tmp_path, broken, env)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 2 and f"{broken / 'p.yaml'}:".encode() in err
+
+
+def _served_serial(url: str, ca: Path) -> int:
+    host, port = url.removeprefix("https://").split(":")
+    context = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((host, int(port))) as raw, context.wrap_socket(
+        raw, server_hostname=host
+    ) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_renewed_serving_certificate_is_picked_up_without_restart(
+    server: tuple[Server, Any], tmp_path: Path
+) -> None:
+    srv, _ = server
+    before = _served_serial(srv.url, srv.ca)
+    generate_certificates(tmp_path / "certs", service="sealgate", namespace="sealgate")
+    deadline = time.monotonic() + 5
+    while _served_serial(srv.url, srv.ca) == before:
+        if time.monotonic() > deadline:
+            pytest.fail("the renewed certificate was not served within 5 s")
+        time.sleep(0.1)
+    assert srv.process.poll() is None  # same process, no restart

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from webhook.errors import SealgateError
 
@@ -31,6 +32,54 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("--service", default="sealgate", help="Kubernetes service name")
     certs.add_argument("--namespace", default="sealgate", help="Kubernetes namespace")
     certs.add_argument("--days", type=int, default=365, help="validity in days")
+
+    check = commands.add_parser(
+        "check", help="decide Kubernetes manifests as /validate would",
+        description="Decide every pod-bearing object of the manifests as the webhook would. "
+                    "Exit 0: all allowed (allow or warn); 1: something would be denied; "
+                    "2: usage or load error.",
+    )
+    check.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                       help="manifest file, directory or - for stdin (repeatable)")
+    check.add_argument("-n", "--namespace",
+                       help="namespace for objects without metadata.namespace (default: default)")
+    check.add_argument("--policies", type=Path, help="policy directory (SEALGATE_POLICIES)")
+    check.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    check.add_argument("--offline", action="store_true",
+                       help="no registry: signatures, scans and tag digests are not checked "
+                            "(they count as errors and follow onError)")
+
+    policy = commands.add_parser("policy", help="lint, test or describe policies")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    lint = policy_commands.add_parser("lint", help="validate policies (exit 1 on errors)")
+    lint.add_argument("directory", type=Path)
+    test = policy_commands.add_parser("test", help="run *.test.yaml policy tests")
+    test.add_argument("directory", type=Path)
+    test.add_argument("--policies", type=Path,
+                      help="policy directory, if not the one holding the tests")
+    test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    schema = policy_commands.add_parser("schema", help="print the JSON Schema of ImagePolicy")
+    schema.add_argument("--test", action="store_true",
+                        help="the schema of policy test files (ImagePolicyTest) instead")
+
+    audit = commands.add_parser("audit", help="read the audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    report = audit_commands.add_parser(
+        "report", help="what enforcement would have denied, per namespace/image/reason")
+    report.add_argument("log", help="audit log file (- for stdin)")
+    report.add_argument("--since", help="only records this recent (Go duration: 24h, 90m)")
+    report.add_argument("--namespace", help="only this namespace (a glob works too)")
+    report.add_argument("--output", "-o", choices=("table", "json"), default="table")
+
+    replay = commands.add_parser(
+        "replay", help="re-decide recorded admissions under other policies",
+        description="Re-decide each admission of an audit log under the policies of DIR, "
+                    "from the facts the log recorded (no network). Prints the admissions whose "
+                    "decision changes and those the log cannot decide. Exit 0.",
+    )
+    replay.add_argument("log", help="audit log file (- for stdin)")
+    replay.add_argument("--policies", type=Path, required=True, help="the policy set to try")
+    replay.add_argument("--output", "-o", choices=("table", "json"), default="table")
     return parser
 
 
@@ -41,6 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "certs":
             return _certs(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "policy":
+            return _policy(args)
+        if args.command == "audit":
+            return _audit_report(args)
+        if args.command == "replay":
+            return _replay(args)
     except SealgateError as exc:
         print(f"sealgate: {exc}", file=sys.stderr)
         return 2
@@ -51,8 +108,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from webhook.app import create_app
-    from webhook.policy import load_policy_dir
+    from webhook.reload import load_policies
     from webhook.settings import Settings
+    from webhook.tls import CertificateReloader
 
     settings = Settings.from_env(
         host=args.host, port=args.port, policies=args.policies, cert=args.cert, key=args.key,
@@ -66,15 +124,16 @@ def _serve(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"sealgate: {path}: no such file", file=sys.stderr)
             return 2
-    # Load once before binding: a missing or broken policy directory is a start-up error.
-    policies = load_policy_dir(settings.policies, generation=1)
+    # Load once before binding (policies and the trust roots they name, as every reload
+    # does): a missing or broken policy directory is a start-up error.
+    policies = load_policies(settings.policies, generation=1)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request
     logging.getLogger("sealgate").info(
         "loaded %d policies from %s", len(policies.policies), settings.policies
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings, policies=policies),
         host=settings.host,
         port=settings.port,
@@ -84,6 +143,15 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
     )
+    config.load()  # builds the SSLContext the reloader keeps current
+    assert config.ssl is not None
+    certificates = CertificateReloader(config.ssl, settings.cert, settings.key,
+                                       interval=settings.reload_interval)
+    certificates.start()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        certificates.stop()
     return 0
 
 
@@ -95,6 +163,110 @@ def _certs(args: argparse.Namespace) -> int:
     )
     print(f"wrote {paths.ca_cert}, {paths.cert}, {paths.key}")
     print(kubectl_hints(paths, service=args.service, namespace=args.namespace))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import functools
+
+    import anyio
+
+    from webhook.check import check_json, check_objects, exit_code, render_check_table
+    from webhook.manifests import load_manifests
+    from webhook.reload import load_policies
+    from webhook.settings import Settings
+
+    settings = Settings.from_env(policies=args.policies)
+    policies = load_policies(settings.policies, generation=1)  # as `serve` loads them
+    objects = []
+    for name in args.filename:
+        for display, text in _read_manifests(name):
+            objects.extend(load_manifests(text, display))
+    run = functools.partial(
+        check_objects, objects, policies=policies, settings=settings,
+        default_namespace=args.namespace, offline=args.offline,
+    )
+    results = anyio.run(run)
+    if args.output == "json":
+        print(check_json(results, offline=args.offline))
+    else:
+        print(render_check_table(results, total_objects=len(objects), offline=args.offline))
+    return exit_code(results)
+
+
+def _read_manifests(name: str) -> list[tuple[str, str]]:
+    """(display name, text) of ``-`` (stdin), a file, or a directory's manifest files."""
+    from webhook.manifests import ManifestError
+
+    if name == "-":
+        return [("<stdin>", sys.stdin.read())]
+    path = Path(name)
+    paths = (sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")
+                    and p.is_file())
+             if path.is_dir() else [path])
+    out = []
+    for item in paths:
+        try:
+            out.append((str(item), item.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{item}: cannot read manifest: {exc}") from exc
+    return out
+
+
+def _policy(args: argparse.Namespace) -> int:
+    if args.policy_command == "lint":
+        from webhook.lint import lint_directory
+
+        result = lint_directory(args.directory)
+        print(result.render())
+        return 1 if result.errors else 0
+    if args.policy_command == "schema":
+        from webhook.schema import schema_text
+
+        sys.stdout.write(schema_text("ImagePolicyTest" if args.test else "ImagePolicy"))
+        return 0
+    from webhook.policy import load_policy_dir
+    from webhook.policytest import find_test_files, run_directory
+
+    policies = load_policy_dir(args.policies or args.directory, generation=1)
+    if not find_test_files(args.directory):
+        print(f"sealgate: no *.test.yaml policy tests under {args.directory}", file=sys.stderr)
+        return 1
+    run = run_directory(args.directory, policies)
+    print(run.render(verbose=args.verbose))
+    return 1 if run.failed else 0
+
+
+def _read_log(name: str) -> list[Any]:
+    from webhook.auditlog import read_audit_log
+
+    lines, skipped = read_audit_log(name)
+    for item in skipped:
+        print(f"sealgate: {name}:{item.line}: skipped: {item.reason}", file=sys.stderr)
+    return lines
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    from webhook.durations import parse_duration
+    from webhook.report import build_report
+
+    try:
+        since = parse_duration(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"sealgate: --since: {exc}", file=sys.stderr)
+        return 2
+    report = build_report(_read_log(args.log), since=since, namespace=args.namespace)
+    print(report.to_json() if args.output == "json" else report.render())
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from webhook.policy import load_policy_dir
+    from webhook.replay import replay
+
+    policies = load_policy_dir(args.policies, generation=1)
+    report = replay(_read_log(args.log), policies)
+    print(report.to_json() if args.output == "json" else report.render())
     return 0
 
 

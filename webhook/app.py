@@ -24,15 +24,12 @@ from starlette.routing import Route
 
 from webhook.admission import AdmissionRequest, parse_review, review_response
 from webhook.audit import AuditWriter, audit_record
-from webhook.cache import CacheSettings, FactCache
 from webhook.decision import Decision
 from webhook.errors import AdmissionError, AuditWriteError
-from webhook.facts import FactGatherer
-from webhook.harbor import HarborClient
+from webhook.facts import FactGatherer, registry_facts
 from webhook.metrics import CONTENT_TYPE_LATEST, Metrics
 from webhook.mutation import digest_patch
 from webhook.policy import PolicySet
-from webhook.registry import RegistryClient, RegistryCredentials
 from webhook.reload import PolicyReloader, load_policies
 from webhook.review import decide_request
 from webhook.settings import Settings
@@ -74,29 +71,9 @@ def create_app(
         initial = policies or load_policies(settings.policies, generation=1)
         reloader = PolicyReloader(settings.policies, initial, metrics=metrics,
                                   interval=settings.reload_interval)
-        credentials = (
-            RegistryCredentials.from_file(settings.registry_auth)
-            if settings.registry_auth is not None
-            else None
-        )
         audit = AuditWriter(settings.audit_log)
         audit.open()
-        cache = FactCache(
-            CacheSettings(settings.cache_size, settings.digest_ttl, settings.success_ttl,
-                          settings.failure_ttl),
-            on_event=metrics.cache_event,
-        )
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        timeout = httpx.Timeout(settings.deadline, connect=min(3.0, settings.deadline))
-        async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as http:
-            registry = RegistryClient(
-                http, credentials=credentials, insecure=settings.insecure_registries,
-                on_response=metrics.registry_response,
-            )
-            harbor = HarborClient(
-                http, credentials=credentials, insecure=settings.insecure_registries
-            )
-            gatherer = FactGatherer(registry, cache=cache, harbor=harbor, metrics=metrics)
+        async with registry_facts(settings, metrics=metrics, transport=transport) as gatherer:
             app.state.sealgate = AppState(settings, reloader, gatherer, audit, metrics)
             try:
                 async with reloader.running():

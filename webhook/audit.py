@@ -70,6 +70,7 @@ def _image(entry: ImageEntry) -> dict[str, Any]:
         "signature_keys": dict(entry.signature_keys),
         "scan": scan,
         "violations": list(entry.violations),
+        "violation_levels": list(entry.violation_levels),
         "cached": entry.cached,
     }
 

@@ -128,6 +128,9 @@ class ImageEntry:
     violations: tuple[str, ...]
     cached: bool
     denied: bool
+    # parallel to violations: "deny" or "warn" as the rule meant it, before the policy's mode
+    # (what `audit report` calls "would deny" in an audit or warn policy)
+    violation_levels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +293,7 @@ def _check_image(
             policy=policy.name, rule=rule.name if rule else None, mode=mode, signatures=sigs,
             signature_reasons=reasons, signature_keys=keys, scan=scan,
             violations=tuple(f.message for f in findings if f.level != "allow"),
+            violation_levels=tuple(f.level for f in findings if f.level != "allow"),
             cached=facts.cached, denied=False,
         )
 

@@ -10,13 +10,15 @@ concurrent requests (single-flight), errors never remembered.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import anyio
+import httpx
 
-from webhook.cache import FactCache, Verdict
+from webhook.cache import CacheSettings, FactCache, Verdict
 from webhook.decision import CheckPlan, ImageFacts, Outcome, ScanFact, SignatureCheck
 from webhook.errors import ManifestUnknownError, RegistryError, SealgateError, VerificationError
 from webhook.harbor import HarborClient
@@ -24,8 +26,9 @@ from webhook.metrics import Metrics
 from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, SignatureLayer
 from webhook.policy import Authority, KeyAuthority, KeylessAuthority, ScanRequirement
 from webhook.references import ImageReference
-from webhook.registry import RegistryClient
+from webhook.registry import RegistryClient, RegistryCredentials
 from webhook.scans import ScanReportError, fact_from_statement, is_scan_statement
+from webhook.settings import Settings
 from webhook.signatures.attestations import (
     AttachedAttestations,
     fetch_attestations,
@@ -404,6 +407,39 @@ class FactGatherer:
         )
         state.all_cached &= cached
         return result
+
+
+@contextlib.asynccontextmanager
+async def registry_facts(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[FactGatherer]:
+    """The registry-backed FactGatherer with its HTTP client, as `serve` and `check` use it.
+
+    ``transport`` replaces the network under the registry client (tests count or fault it).
+    """
+    credentials = (
+        RegistryCredentials.from_file(settings.registry_auth)
+        if settings.registry_auth is not None
+        else None
+    )
+    cache = FactCache(
+        CacheSettings(settings.cache_size, settings.digest_ttl, settings.success_ttl,
+                      settings.failure_ttl),
+        on_event=metrics.cache_event if metrics is not None else None,
+    )
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    timeout = httpx.Timeout(settings.deadline, connect=min(3.0, settings.deadline))
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as http:
+        registry = RegistryClient(
+            http, credentials=credentials, insecure=settings.insecure_registries,
+            on_response=metrics.registry_response if metrics is not None else None,
+        )
+        harbor = HarborClient(http, credentials=credentials,
+                              insecure=settings.insecure_registries)
+        yield FactGatherer(registry, cache=cache, harbor=harbor, metrics=metrics)
 
 
 def bundle_trust(authority: Authority) -> BundleTrust:
