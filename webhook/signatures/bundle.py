@@ -41,11 +41,8 @@ from urllib.parse import quote
 import anyio
 import anyio.to_thread
 import pydantic
-import rfc8785
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sigstore._internal.merkle import verify_merkle_inclusion
 from sigstore._internal.rekor.checkpoint import verify_checkpoint
@@ -76,6 +73,7 @@ from webhook.signatures.cosign import (
     check_public_key,
     public_key_der,
     verify_raw_signature,
+    verify_signed_entry_timestamp,
 )
 from webhook.signatures.identity import Identity
 from webhook.signatures.keyless import check_identity
@@ -582,44 +580,14 @@ def verify_inclusion_promise(
     ``body`` is the canonicalized entry body (raw bytes); the key is chosen by
     ``log_id`` (hex) and must have been valid at ``integrated_time``.
     """
-    try:
-        canonical = rfc8785.dumps({
-            "body": base64.b64encode(body).decode(),
-            "integratedTime": integrated_time,
-            "logID": log_id.lower(),
-            "logIndex": log_index,
-        })
-    except ValueError as exc:  # integers beyond 2**53 have no canonical JSON form
-        raise VerificationError(f"Rekor entry cannot be canonicalised: {exc}") from None
-    candidates = [key for key in rekor_keys if key.log_id == log_id.lower()]
-    if not candidates:
-        raise VerificationError(f"no trusted Rekor key for logID {log_id}")
-    try:
-        when = datetime.fromtimestamp(integrated_time, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise VerificationError(f"Rekor integratedTime {integrated_time} is out of range") from None
-    in_window = [key for key in candidates if key.valid_at(when)]
-    if not in_window:
-        raise VerificationError(
-            f"Rekor key {log_id[:16]}… was not valid at integratedTime {when.isoformat()}"
-        )
-    for rekor_key in in_window:
-        try:
-            _verify_set_signature(rekor_key.key, signed_entry_timestamp, canonical)
-        except InvalidSignature:
-            continue
-        return
-    raise VerificationError(f"Rekor SET does not verify with the key of log {log_id[:16]}…")
-
-
-def _verify_set_signature(key: PublicKey, signature: bytes, message: bytes) -> None:
-    # Rekor signs SETs with SHA-256 whatever its curve (sigstore/rekor pkg/signer).
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-    elif isinstance(key, rsa.RSAPublicKey):
-        key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    elif isinstance(key, ed25519.Ed25519PublicKey):
-        key.verify(signature, message)
+    verify_signed_entry_timestamp(
+        signed_entry_timestamp,
+        body_b64=base64.b64encode(body).decode(),
+        integrated_time=integrated_time,
+        log_index=log_index,
+        log_id=log_id.lower(),
+        rekor_keys=rekor_keys,
+    )
 
 
 def check_entry_body(

@@ -356,6 +356,48 @@ def _check_hashedrekord(
         )
 
 
+def verify_signed_entry_timestamp(
+    signed_entry_timestamp: bytes,
+    *,
+    body_b64: str,
+    integrated_time: int,
+    log_index: int,
+    log_id: str,
+    rekor_keys: Sequence[RekorKey],
+) -> None:
+    """A Rekor SET: the log's signature over the RFC 8785 canonical JSON of
+    ``{body, integratedTime, logID, logIndex}`` (fields as the log recorded them), by the
+    trusted key named by ``log_id`` that was valid at ``integrated_time``."""
+    try:
+        canonical = rfc8785.dumps({
+            "body": body_b64,
+            "integratedTime": integrated_time,
+            "logID": log_id,
+            "logIndex": log_index,
+        })
+    except ValueError as exc:  # integers beyond 2**53 have no canonical JSON form
+        raise VerificationError(f"Rekor entry cannot be canonicalised: {exc}") from None
+    candidates = [k for k in rekor_keys if k.log_id == log_id.lower()]
+    if not candidates:
+        raise VerificationError(f"no trusted Rekor key for logID {log_id}")
+    try:
+        when = datetime.fromtimestamp(integrated_time, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise VerificationError(f"Rekor integratedTime {integrated_time} is out of range") from None
+    in_window = [k for k in candidates if k.valid_at(when)]
+    if not in_window:
+        raise VerificationError(
+            f"Rekor key {log_id[:16]}… was not valid at integratedTime {when.isoformat()}"
+        )
+    for rekor_key in in_window:
+        try:
+            _verify_set_signature(rekor_key.key, signed_entry_timestamp, canonical)
+        except InvalidSignature:
+            continue
+        return
+    raise VerificationError(f"Rekor SET does not verify with the key of log {log_id[:16]}…")
+
+
 def verify_rekor_bundle(
     bundle: str,
     *,
@@ -381,38 +423,14 @@ def verify_rekor_bundle(
     integrated_time = _json_int(entry, "integratedTime", "Rekor bundle Payload")
     log_index = _json_int(entry, "logIndex", "Rekor bundle Payload")
     log_id = _json_str(entry, "logID", "Rekor bundle Payload")
-    set_signature = decode_base64(set_text, "Rekor SignedEntryTimestamp")
-    try:
-        canonical = rfc8785.dumps({
-            "body": body_text,
-            "integratedTime": integrated_time,
-            "logID": log_id,
-            "logIndex": log_index,
-        })
-    except ValueError as exc:  # integers beyond 2**53 have no canonical JSON form
-        raise VerificationError(f"Rekor bundle Payload cannot be canonicalised: {exc}") from None
-
-    candidates = [k for k in rekor_keys if k.log_id == log_id.lower()]
-    if not candidates:
-        raise VerificationError(f"no trusted Rekor key for logID {log_id}")
-    try:
-        when = datetime.fromtimestamp(integrated_time, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise VerificationError(f"Rekor integratedTime {integrated_time} is out of range") from None
-    in_window = [k for k in candidates if k.valid_at(when)]
-    if not in_window:
-        raise VerificationError(
-            f"Rekor key {log_id[:16]}… was not valid at integratedTime {when.isoformat()}"
-        )
-    for rekor_key in in_window:
-        try:
-            _verify_set_signature(rekor_key.key, set_signature, canonical)
-        except InvalidSignature:
-            continue
-        break
-    else:
-        raise VerificationError(f"Rekor SET does not verify with the key of log {log_id[:16]}…")
-
+    verify_signed_entry_timestamp(
+        decode_base64(set_text, "Rekor SignedEntryTimestamp"),
+        body_b64=body_text,
+        integrated_time=integrated_time,
+        log_index=log_index,
+        log_id=log_id,
+        rekor_keys=rekor_keys,
+    )
     body = decode_base64(body_text, "Rekor entry body")
     _check_hashedrekord(body, payload=payload, signature=signature, signer=signer)
     return RekorEntry(integrated_time, log_index, log_id.lower())
