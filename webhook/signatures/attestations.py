@@ -33,8 +33,6 @@ from webhook.errors import RegistryError, VerificationError
 from webhook.oci import (
     BUNDLE_PREDICATE_TYPE_ANNOTATION,
     COSIGN_BUNDLE_ANNOTATION,
-    COSIGN_CERTIFICATE_ANNOTATION,
-    COSIGN_CHAIN_ANNOTATION,
     DSSE_ENVELOPE,
     SignatureLayer,
 )
@@ -56,14 +54,8 @@ from webhook.signatures.bundle import (
     verify_envelope_signatures,
     verify_inclusion_promise,
 )
-from webhook.signatures.cosign import PublicKey, RekorKey, check_public_key
-from webhook.signatures.keyless import (
-    check_identity,
-    parse_certificate_annotation,
-    parse_chain_annotation,
-    verify_certificate_chain,
-    verify_embedded_sct,
-)
+from webhook.signatures.cosign import PublicKey, RekorKey
+from webhook.signatures.keyless import check_certificate, layer_certificates
 from webhook.signatures.trust import load_trusted_root
 
 COSIGN_VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
@@ -178,20 +170,7 @@ def _verify_keyless_layer(
     bundle_text: str | None,
     trust: KeylessTrust,
 ) -> int:
-    certificate_text = layer.annotations.get(COSIGN_CERTIFICATE_ANNOTATION)
-    if not certificate_text:
-        raise VerificationError(
-            f"not a keyless attestation: no {COSIGN_CERTIFICATE_ANNOTATION} annotation"
-        )
-    leaf = parse_certificate_annotation(certificate_text)
-    chain_text = layer.annotations.get(COSIGN_CHAIN_ANNOTATION)
-    chain = parse_chain_annotation(chain_text) if chain_text else ()
-    try:
-        signer_key = check_public_key(leaf.public_key())
-    except ValueError as exc:
-        raise VerificationError(f"certificate's public key is unreadable: {exc}") from None
-    except VerificationError as exc:
-        raise VerificationError(f"certificate's public key is unusable: {exc}") from None
+    leaf, chain, signer_key = layer_certificates(layer, "attestation")
     try:
         signature = verify_envelope_signatures(signer_key, envelope.signatures, signed)
     except VerificationError:
@@ -211,16 +190,7 @@ def _verify_keyless_layer(
         signer=leaf,
         rekor_keys=material.rekor_keys,
     )
-    signed_at = datetime.fromtimestamp(integrated_time, UTC)
-    if not leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc:
-        raise VerificationError(
-            f"certificate was not valid at the transparency log's integratedTime "
-            f"{signed_at.isoformat()} (valid {leaf.not_valid_before_utc.isoformat()} to "
-            f"{leaf.not_valid_after_utc.isoformat()})"
-        )
-    path = verify_certificate_chain(leaf, chain, material, signed_at)
-    verify_embedded_sct(leaf, path[1], material)
-    check_identity(leaf, trust.identity)
+    check_certificate(leaf, chain, material, trust.identity, integrated_time=integrated_time)
     return integrated_time
 
 

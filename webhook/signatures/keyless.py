@@ -41,6 +41,7 @@ from webhook.oci import (
 )
 from webhook.patterns import ImagePattern
 from webhook.signatures.cosign import (
+    PublicKey,
     VerifiedSignature,
     check_public_key,
     check_signed_claim,
@@ -391,6 +392,49 @@ def check_identity(leaf: x509.Certificate, identity: Identity) -> str:
 # --------------------------------------------------------------------------- signature
 
 
+def layer_certificates(
+    layer: SignatureLayer, kind: str
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], PublicKey]:
+    """The leaf certificate, the chain and the leaf's key from a cosign layer's annotations."""
+    certificate_text = layer.annotations.get(COSIGN_CERTIFICATE_ANNOTATION)
+    if not certificate_text:
+        raise VerificationError(
+            f"not a keyless {kind}: no {COSIGN_CERTIFICATE_ANNOTATION} annotation"
+        )
+    leaf = parse_certificate_annotation(certificate_text)
+    chain_text = layer.annotations.get(COSIGN_CHAIN_ANNOTATION)
+    chain = parse_chain_annotation(chain_text) if chain_text else ()
+    try:
+        signer_key = check_public_key(leaf.public_key())
+    except (ValueError, UnsupportedAlgorithm) as exc:  # a corrupted certificate's key
+        raise VerificationError(f"certificate's public key is unreadable: {exc}") from None
+    except VerificationError as exc:
+        raise VerificationError(f"certificate's public key is unusable: {exc}") from None
+    return leaf, tuple(chain), signer_key
+
+
+def check_certificate(
+    leaf: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    trust: TrustedRootMaterial,
+    identity: Identity,
+    *,
+    integrated_time: int,
+) -> None:
+    """At the transparency log's integratedTime: the leaf was valid and chains to a Fulcio
+    CA of ``trust``, its embedded SCT verifies, and it carries ``identity``."""
+    signed_at = datetime.fromtimestamp(integrated_time, UTC)
+    if not leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc:
+        raise VerificationError(
+            f"certificate was not valid at the transparency log's integratedTime "
+            f"{signed_at.isoformat()} (valid {leaf.not_valid_before_utc.isoformat()} to "
+            f"{leaf.not_valid_after_utc.isoformat()})"
+        )
+    path = verify_certificate_chain(leaf, chain, trust, signed_at)
+    verify_embedded_sct(leaf, path[1], trust)
+    check_identity(leaf, identity)
+
+
 def verify_keyless_signature(
     layer: SignatureLayer,
     *,
@@ -410,21 +454,7 @@ def verify_keyless_signature(
     image as for key signatures (verify_key_signature).
     """
     signature = layer_signature(layer)
-    certificate_text = layer.annotations.get(COSIGN_CERTIFICATE_ANNOTATION)
-    if not certificate_text:
-        raise VerificationError(
-            f"not a keyless signature: no {COSIGN_CERTIFICATE_ANNOTATION} annotation"
-        )
-    leaf = parse_certificate_annotation(certificate_text)
-    chain_text = layer.annotations.get(COSIGN_CHAIN_ANNOTATION)
-    chain = parse_chain_annotation(chain_text) if chain_text else ()
-
-    try:
-        signer_key = check_public_key(leaf.public_key())
-    except (ValueError, UnsupportedAlgorithm) as exc:  # a corrupted certificate's key
-        raise VerificationError(f"certificate's public key is unreadable: {exc}") from None
-    except VerificationError as exc:
-        raise VerificationError(f"certificate's public key is unusable: {exc}") from None
+    leaf, chain, signer_key = layer_certificates(layer, "signature")
     payload = layer.payload
     try:
         verify_raw_signature(signer_key, signature, payload)
@@ -446,16 +476,7 @@ def verify_keyless_signature(
     except VerificationError as exc:
         raise VerificationError(f"transparency log entry (Rekor SET) rejected: {exc}") from None
 
-    signed_at = datetime.fromtimestamp(entry.integrated_time, UTC)
-    if not leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc:
-        raise VerificationError(
-            f"certificate was not valid at the transparency log's integratedTime "
-            f"{signed_at.isoformat()} (valid {leaf.not_valid_before_utc.isoformat()} to "
-            f"{leaf.not_valid_after_utc.isoformat()})"
-        )
-    path = verify_certificate_chain(leaf, chain, trust, signed_at)
-    verify_embedded_sct(leaf, path[1], trust)
-    check_identity(leaf, identity)
+    check_certificate(leaf, chain, trust, identity, integrated_time=entry.integrated_time)
     claim = check_signed_claim(
         payload,
         image_digest=image_digest,
