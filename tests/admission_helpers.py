@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import textwrap
 import uuid
 from typing import Any
+
+import httpx
 
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
 from tests.signing import PrivateKey, cosign_layer
@@ -58,3 +62,38 @@ def signed_image(registry: RegistryServer, key: PrivateKey, repo: str, tag: str 
     push_cosign_signature(registry.url, repo, digest,
                           [cosign_layer(key, f"{registry.host}/{repo}", digest)])
     return digest
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """The real network, counting requests by kind; ``down`` refuses connections."""
+
+    def __init__(self, *, down: bool = False, hang: bool = False) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.down = down
+        self.hang = hang
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if "/referrers/" in path:
+            kind = "referrers-api"
+        elif "/manifests/sha256-" in path:
+            kind = ("sig-manifest" if path.endswith(".sig")
+                    else "att-manifest" if path.endswith(".att") else "referrers-tag")
+        elif "/manifests/" in path:
+            kind = "manifest"
+        else:
+            kind = "blob" if "/blobs/" in path else "other"
+        self.counts[kind] += 1
+        if self.hang:
+            await asyncio.sleep(30)
+        if self.down:
+            raise httpx.ConnectError("connection refused (injected)", request=request)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())

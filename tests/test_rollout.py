@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
 import functools
 import json
 import os
@@ -22,46 +21,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 
-from tests.admission_helpers import pod_review, policy_text, signed_image
+from tests.admission_helpers import CountingTransport, pod_review, policy_text, signed_image
 from tests.registry_server import RegistryServer, push_image
 from tests.signing import PrivateKey, public_pem
 from webhook.app import create_app
 from webhook.settings import Settings
-
-
-class CountingTransport(httpx.AsyncBaseTransport):
-    """The real network, counting requests by kind; ``down`` refuses connections."""
-
-    def __init__(self, *, down: bool = False, hang: bool = False) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.down = down
-        self.hang = hang
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if "/referrers/" in path:
-            kind = "referrers-api"
-        elif "/manifests/sha256-" in path:
-            kind = "sig-manifest" if path.endswith(".sig") else "referrers-tag"
-        elif "/manifests/" in path:
-            kind = "manifest"
-        else:
-            kind = "blob" if "/blobs/" in path else "other"
-        self.counts[kind] += 1
-        if self.hang:
-            await asyncio.sleep(30)
-        if self.down:
-            raise httpx.ConnectError("connection refused (injected)", request=request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
 
 # a signed image seen for the first time: tag -> digest, the `.sig` manifest, its payload
 # blob, the referrers API (distribution 2.8 answers 404) and the referrers tag schema

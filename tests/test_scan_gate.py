@@ -3,6 +3,7 @@ reports) on images in the real registry; unsigned or foreign reports never count
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import textwrap
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.admission_helpers import pod_review, signed_image
+from tests.admission_helpers import CountingTransport, pod_review, signed_image
 from tests.bundle_builder import attestation_layer, key_bundle, statement
 from tests.registry_server import (
     RegistryServer,
@@ -194,3 +195,28 @@ async def test_signed_sarif_referrer_counts(tmp_path: Path, registry: RegistrySe
         answer = await decide(client, f"{registry.host}/team/sarif:v1")
     assert answer["allowed"] is True
     assert "2 MEDIUM" in answer["warnings"][0]
+
+
+async def test_concurrent_reviews_share_one_signature_and_one_scan_fetch(
+    tmp_path: Path, registry: RegistryServer, key: PrivateKey
+) -> None:
+    digest = signed_image(registry, key, "team/burst-scan")
+    attest(registry, "team/burst-scan", digest, key, vuln_predicate("alpine-310.json.golden"))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "p.yaml").write_text(policy(registry.host, key, scan=DEFAULT_SCAN))
+    transport = CountingTransport()
+    app = create_app(Settings(policies=policies, audit_log=tmp_path / "audit.log",
+                              insecure_registries=frozenset({registry.host})),
+                     transport=transport)
+    image = f"{registry.host}/team/burst-scan:v1"
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://sealgate"
+    ) as client:
+        answers = await asyncio.gather(*(decide(client, image) for _ in range(100)))
+    assert all(answer["allowed"] and answer["warnings"] for answer in answers)
+    # one tag resolution, one .sig manifest, one .att manifest, and their blobs — once each
+    assert transport.counts["manifest"] == 1
+    assert transport.counts["sig-manifest"] == 1
+    assert transport.counts["att-manifest"] == 1
+    assert transport.counts["blob"] == 2
