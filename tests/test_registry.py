@@ -166,8 +166,9 @@ async def test_plain_http_only_for_insecure_registries(registry: RegistryServer,
         ref) == digest
     # Not listed: https to a plain-HTTP port fails the TLS handshake -> an error, not a verdict.
     unreachable = re.escape(f"could not reach registry {registry.host}")
-    with pytest.raises(RegistryError, match=unreachable):
+    with pytest.raises(RegistryError, match=unreachable) as info:
         await RegistryClient(http).resolve_digest(ref)
+    assert "list it in SEALGATE_INSECURE_REGISTRIES" in str(info.value)
 
 
 async def test_https_registry_with_a_trusted_ca(registry_binary: str) -> None:

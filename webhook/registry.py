@@ -931,7 +931,12 @@ def _error_code(body: bytes) -> str:
 
 def _describe(exc: httpx.HTTPError) -> str:
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        # the classic: a plain-HTTP registry spoken to over TLS
+        described += " (does this registry speak plain HTTP? then list it in " \
+                     "SEALGATE_INSECURE_REGISTRIES)"
+    return described
 
 
 __all__ = [
