@@ -368,3 +368,17 @@ def test_signature_facts_keyed_by_signed_references() -> None:
     [check] = plan.signatures
     assert check.key == signature_key(check.authority, check.signed_references)
     assert check.key != check.authority.fingerprint
+
+
+def test_registry_host_case_cannot_dodge_a_rule() -> None:
+    """Host names are case-insensitive: an upper-cased host pulls from the same registry."""
+    policies = load(policy_yaml(spec_extra="unmatched: allow"))
+    image = "REGISTRY.Example.com/team/api:1.0"
+    [plan] = plan_checks([image], policies.policies)
+    assert plan.ref is not None and plan.ref.name == "registry.example.com/team/api"
+    assert [check.authority.name for check in plan.signatures] == ["release-key"]
+    facts = sig_facts(policies, {"release-key": Outcome("fail", "no signatures found")},
+                      image=image)
+    decision = run(policies, facts, images=(image,))
+    assert decision.decision == "deny"
+    assert decision.entries[0].rule == "our-registry"

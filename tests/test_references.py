@@ -31,6 +31,9 @@ VALID = [
     case("localhost", "docker.io/library/localhost:latest", "localhost-alone-is-a-name"),
     case("localhost:5000", "docker.io/library/localhost:5000", "localhost-colon-is-a-tag"),
     case("Foo/bar", "Foo/bar:latest", "uppercase-first-component-is-a-registry"),
+    case("Registry.Example.COM:5000/team/api:v1", "registry.example.com:5000/team/api:v1",
+         "registry-host-case-folded"),
+    case("Index.Docker.IO/nginx", "docker.io/library/nginx:latest", "hub-alias-case-folded"),
     # registries kept
     case("localhost/x", "localhost/x:latest", "localhost-registry"),
     case("localhost:5000/a/b:t", "localhost:5000/a/b:t", "localhost-port"),
@@ -45,7 +48,7 @@ VALID = [
     case("[::1]:5000/x", "[::1]:5000/x:latest", "ipv6-port"),
     case("[2001:db8::1]/x/y:t", "[2001:db8::1]/x/y:t", "ipv6-no-port"),
     case("my-registry.local:443/a/b/c/d/e", "my-registry.local:443/a/b/c/d/e:latest", "deep"),
-    case("HOST.Example.COM/x", "HOST.Example.COM/x:latest", "mixed-case-domain-kept"),
+    case("HOST.Example.COM/x", "host.example.com/x:latest", "mixed-case-domain-folded"),
     # path-component separators
     case("a.b", "docker.io/library/a.b:latest", "sep-period"),
     case("a_b", "docker.io/library/a_b:latest", "sep-underscore"),

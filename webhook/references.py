@@ -90,7 +90,12 @@ def split_domain(name: str) -> tuple[str, str]:
     """Split a name into (registry, repository) by the Docker rules, without validation."""
     first, sep, rest = name.partition("/")
     if sep and _is_domain(first):
-        registry = DOCKER_HUB if first in _HUB_ALIASES else first
+        # Host names are case-insensitive: "Registry.Example.com/x" pulls from the same
+        # registry as "registry.example.com/x", so it must match the same policy rules.
+        # (A single label that is a host only because of its capitals, like "Foo", keeps
+        # them: lowercased it would read as a Docker Hub namespace.)
+        host = first.lower() if _is_domain(first.lower()) else first
+        registry = DOCKER_HUB if host in _HUB_ALIASES else host
         path = rest
     else:
         registry = DOCKER_HUB
