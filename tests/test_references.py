@@ -34,6 +34,10 @@ VALID = [
     case("Registry.Example.COM:5000/team/api:v1", "registry.example.com:5000/team/api:v1",
          "registry-host-case-folded"),
     case("Index.Docker.IO/nginx", "docker.io/library/nginx:latest", "hub-alias-case-folded"),
+    case("registry.example.com:443/team/api", "registry.example.com/team/api:latest",
+         "https-default-port-dropped"),
+    case("registry.example.com:4430/team/api", "registry.example.com:4430/team/api:latest",
+         "other-port-kept"),
     # registries kept
     case("localhost/x", "localhost/x:latest", "localhost-registry"),
     case("localhost:5000/a/b:t", "localhost:5000/a/b:t", "localhost-port"),
@@ -47,7 +51,7 @@ VALID = [
     case("10.0.0.1/x", "10.0.0.1/x:latest", "ipv4-no-port"),
     case("[::1]:5000/x", "[::1]:5000/x:latest", "ipv6-port"),
     case("[2001:db8::1]/x/y:t", "[2001:db8::1]/x/y:t", "ipv6-no-port"),
-    case("my-registry.local:443/a/b/c/d/e", "my-registry.local:443/a/b/c/d/e:latest", "deep"),
+    case("my-registry.local:8443/a/b/c/d/e", "my-registry.local:8443/a/b/c/d/e:latest", "deep"),
     case("HOST.Example.COM/x", "host.example.com/x:latest", "mixed-case-domain-folded"),
     # path-component separators
     case("a.b", "docker.io/library/a.b:latest", "sep-period"),

@@ -95,6 +95,8 @@ def split_domain(name: str) -> tuple[str, str]:
         # (A single label that is a host only because of its capitals, like "Foo", keeps
         # them: lowercased it would read as a Docker Hub namespace.)
         host = first.lower() if _is_domain(first.lower()) else first
+        # ":443" is the HTTPS default: "host:443/x" is the same registry as "host/x".
+        host = host.removesuffix(":443") if "." in host or host.startswith("[") else host
         registry = DOCKER_HUB if host in _HUB_ALIASES else host
         path = rest
     else:
