@@ -283,3 +283,27 @@ def test_a_trusted_root_the_webhook_cannot_load_is_an_error(
     assert error.startswith(f"{root}/p.yaml:14: policy p: authority 'ci': trusted root "
                             f"{root}/trusted_root.json: ")
     assert summary == "1 policy in 1 file: 1 error, 0 warnings"
+
+
+def test_every_broken_rule_of_a_document_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "policies"
+    root.mkdir()
+    rules = """\
+    - name: first
+      images: ["ghcr.io/acme/app:v1"]
+      signatures: none
+    - name: fine
+      images: ["ghcr.io/acme/*"]
+      signatures: none
+    - name: third
+      images: ["ghcr.io/other/*"]
+      signatures: maybe
+"""
+    (root / "p.yaml").write_text(policy("p", '["prod"]', rules=rules))
+    assert main(["policy", "lint", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{root / 'p.yaml'}:9: " in out and "must not carry a tag" in out
+    assert f"{root / 'p.yaml'}:16: " in out and "signatures must be a mapping" in out
+    assert "2 errors" in out

@@ -81,7 +81,10 @@ def lint_directory(directory: Path | str, *, now: dt.datetime | None = None) -> 
         result.files += 1
         for policy_or_error in _load_file(path):
             if isinstance(policy_or_error, PolicyError):
-                result.messages.append(_from_error(policy_or_error))
+                # one error per line: a document reports every broken rule
+                result.messages.extend(
+                    _from_error(line) for line in str(policy_or_error).splitlines() if line
+                )
                 continue
             policy = policy_or_error
             if policy.name in seen:
@@ -135,8 +138,7 @@ def _load_file(path: Path) -> list[Policy | PolicyError]:
     return out
 
 
-def _from_error(error: PolicyError) -> LintMessage:
-    text = str(error)
+def _from_error(text: str) -> LintMessage:
     file, _, rest = text.partition(":")
     line, _, message = rest.partition(": ")
     if line.isdigit():

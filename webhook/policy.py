@@ -374,11 +374,19 @@ class _Parser:
         )
         rule_nodes = self.sequence(spec["rules"], "spec.rules")
         rules: list[Rule] = []
+        problems: list[str] = []  # every broken rule is reported, not just the first
         for rule_node in rule_nodes:
-            rule = self.rule(rule_node)
-            if any(r.name == rule.name for r in rules):
-                raise self.fail(rule_node, f"duplicate rule name {rule.name!r} in policy {name!r}")
+            try:
+                rule = self.rule(rule_node)
+                if any(r.name == rule.name for r in rules):
+                    raise self.fail(rule_node,
+                                    f"duplicate rule name {rule.name!r} in policy {name!r}")
+            except PolicyError as exc:
+                problems.append(str(exc))
+                continue
             rules.append(rule)
+        if problems:
+            raise PolicyError("\n".join(problems))
         return Policy(
             name=name,
             namespaces_match=match,
