@@ -245,3 +245,29 @@ async def test_audit_failure_answers_500_not_a_decision(tmp_path: Path, registry
 async def test_health_and_readiness(env: Env) -> None:
     assert (await env.client.get("/healthz")).json() == {"ok": True}
     assert (await env.client.get("/readyz")).json() == {"ready": True, "generation": 1}
+
+
+async def test_a_slow_audit_sink_does_not_stall_other_requests(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stdout is often a pipe to a log collector: a full pipe holds up its own answer only."""
+    import asyncio
+    import time
+
+    from webhook.audit import AuditWriter
+
+    real_write = AuditWriter.write
+    written: list[float] = []
+
+    def slow_write(self: AuditWriter, record: dict[str, Any]) -> None:
+        time.sleep(0.5)
+        real_write(self, record)
+        written.append(time.monotonic())
+
+    monkeypatch.setattr(AuditWriter, "write", slow_write)
+    review = asyncio.create_task(env.post(pod_review("nginx", namespace="dev")))
+    await asyncio.sleep(0.1)
+    assert (await env.client.get("/healthz")).status_code == 200
+    answered = time.monotonic()
+    assert (await review).json()["response"]["allowed"] is True
+    assert written and answered < written[0]

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -178,7 +179,9 @@ async def validate(request: Request) -> Response:
     record = audit_record(review, decision, now=dt.datetime.now(dt.UTC),
                           latency_ms=latency * 1000)
     try:
-        state.audit.write(record)
+        # In a worker thread: stdout is often a pipe to a log collector, and a full pipe
+        # must hold up this answer only, not every request on the event loop.
+        await anyio.to_thread.run_sync(state.audit.write, record)
     except AuditWriteError as exc:
         # A decision is never returned unrecorded: the API server's failurePolicy decides.
         log.error("audit write failed, answering 500: %s", exc)
