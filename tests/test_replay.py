@@ -32,7 +32,8 @@ def authority(name: str, key: PrivateKey) -> str:
 
 
 def policy(host: str, authorities: str, *, mode: str = "audit", match: str = '["prod"]',
-           threshold: int = 1, extra_rules: str = "") -> str:
+           threshold: int = 1, extra_rules: str = "", images: str | None = None) -> str:
+    images = images or f'["{host}/team/**"]'
     return f"""\
 apiVersion: sealgate.dev/v1alpha1
 kind: ImagePolicy
@@ -42,7 +43,7 @@ spec:
   mode: {mode}
   rules:
 {extra_rules}    - name: ours
-      images: ["{host}/team/**"]
+      images: {images}
       signatures:
         threshold: {threshold}
         authorities:
@@ -178,12 +179,21 @@ async def test_replay_after_policy_edits(
     assert sorted(by_name(report["changed"])) == ["prod/tool", "prod/worker"]
     assert sorted(by_name(report["undecidable"])) == ["prod/api"]
 
-    # 4. a policy that now governs "dev" too: the no-policy admission recorded no images
+    # 4. a policy that now governs "dev" too: the no-policy admission recorded which images it
+    # carried (checked_images) but, with no policy, checked none of them: not guessed
     wider = write(tmp_path / "wider", policy(host, authority("release-key", release),
                                              mode="enforce", match='["prod", "dev"]'))
     report = replay_json(log, wider, capsys)
     dev = by_name(report["undecidable"])["dev/dev-worker"]
-    assert dev["note"] == "images were not recorded (no policy applied then)"
+    assert dev["unknown"] == [f"digest of {host}/team/worker:v1",
+                              f'signature "release-key" on {host}/team/worker:v1']
+    # ...while an image no rule of the wider policy matches is decided without any fact
+    unmatched = write(tmp_path / "unmatched", policy(host, authority("release-key", release),
+                                                     mode="enforce", match='["dev"]',
+                                                     images='["other.example.com/**"]'))
+    report = replay_json(log, unmatched, capsys)
+    dev_changed = by_name(report["changed"])["dev/dev-worker"]
+    assert dev_changed["new"] == "deny" and "matches no rule" in dev_changed["message"]
 
     # 5. enforcement on: the worker is denied for real; exempting its repository turns that
     # recorded deny into an allow

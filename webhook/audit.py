@@ -40,6 +40,8 @@ def audit_record(
         "enforced_by": list(decision.enforced_by),
         "latency_ms": round(latency_ms, 3),
         "images": [_image(entry) for entry in decision.entries],
+        # every image the request asked about, also when no policy applied (for replay)
+        "checked_images": list(request.images),
         "break_glass": (
             {"reason": decision.break_glass.reason, "user": decision.break_glass.user}
             if decision.break_glass is not None

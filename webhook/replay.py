@@ -298,6 +298,10 @@ def replay_line(line: AuditLine, policies: PolicySet) -> Replayed | None:
     images = list(dict.fromkeys(
         e["ref"] for e in line.images if isinstance(e.get("ref"), str)
     ))
+    checked = record.get("checked_images")
+    if not images and isinstance(checked, list):
+        # a no-policy admission: the images are known, their facts are not
+        images = [ref for ref in dict.fromkeys(checked) if isinstance(ref, str)]
     applicable = policies.applicable(line.namespace)
     if not images and record.get("reason") in ("no-policy", "error"):
         if not applicable and record.get("reason") == "no-policy":
