@@ -186,3 +186,40 @@ def test_renewed_serving_certificate_is_picked_up_without_restart(
             pytest.fail("the renewed certificate was not served within 5 s")
         time.sleep(0.1)
     assert srv.process.poll() is None  # same process, no restart
+
+
+def test_policy_edit_under_the_running_server(server: tuple[Server, Any], tmp_path: Path,
+                                              registry: RegistryServer) -> None:
+    """Edit the policy the way the kubelet updates a ConfigMap mount; the new decision is
+    served within 2 s, and a broken edit never causes an allow or a 500."""
+    srv, key = server
+    digest, _ = push_image(registry.url, "e2e/reload", "v1")
+    push_cosign_signature(registry.url, "e2e/reload", digest,
+                          [cosign_layer(key, f"{registry.host}/e2e/reload", digest)])
+    image = f"{registry.host}/e2e/reload:v1"
+    policy_file = tmp_path / "policies" / "p.yaml"
+    trust = ssl.create_default_context(cafile=srv.ca)
+    with httpx.Client(base_url=srv.url, verify=trust, timeout=15) as client:
+        def allowed() -> bool:
+            response = client.post("/validate", json=review(image))
+            assert response.status_code == 200
+            return bool(response.json()["response"]["allowed"])
+
+        assert allowed()
+        other = ec.generate_private_key(ec.SECP256R1())
+        text = policy_file.read_text().replace(
+            textwrap.indent(public_pem(key).decode(), " " * 16),
+            textwrap.indent(public_pem(other).decode(), " " * 16))
+        swapped = tmp_path / "policies" / "..2026_11_23_new"
+        swapped.mkdir()
+        (swapped / "p.yaml").write_text(text)
+        policy_file.unlink()
+        policy_file.symlink_to(swapped / "p.yaml")
+        started = time.monotonic()
+        while allowed():
+            assert time.monotonic() - started < 2, "the edit was not served within 2 s"
+            time.sleep(0.05)
+        (swapped / "p.yaml").write_text("kind: [broken")
+        time.sleep(1.5)
+        assert not allowed()  # still the last good set
+        assert client.get("/readyz").json()["generation"] == 2
