@@ -16,10 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.bundle_builder import (
     attestation_layer,
+    dsse_body,
     dsse_sign,
     envelope,
     intoto_v002_body,
@@ -403,3 +406,37 @@ def test_rekor_entry_kinds(key: ec.EllipticCurvePrivateKey) -> None:
     with pytest.raises(VerificationError, match="expected dsse"):
         check_entry_body(hashedrekord, payload=payload, signature=signature,
                          signer=key.public_key())
+
+
+def test_an_envelope_whose_payload_type_is_not_utf8_is_rejected_not_a_crash(
+    key: ec.EllipticCurvePrivateKey,
+) -> None:
+    # JSON may carry a lone surrogate ("\ud800"); the PAE needs UTF-8 bytes of payloadType.
+    content = b'{"payloadType":"\\ud800","payload":"e30=","signatures":[{"sig":"AAAA"}]}'
+    with pytest.raises(VerificationError, match="payloadType"):
+        parse_dsse_envelope(content)
+    layer = SignatureLayer(DSSE_ENVELOPE, content, {})
+    with pytest.raises(VerificationError, match="payloadType"):
+        verify_attestation_layer(layer, KeyTrust(key.public_key(), "off"), image_digest=IMAGE)
+
+
+def _certificate_with_unknown_key_type(world: SigstoreWorld) -> bytes:
+    """A PEM certificate whose SubjectPublicKeyInfo names an algorithm nobody knows."""
+    leaf = world.issue_leaf(uri=RELEASE, issuer=ISSUER)
+    der = leaf.certificate.public_bytes(serialization.Encoding.DER)
+    ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # OID id-ecPublicKey
+    assert der.count(ec_public_key) == 1
+    doctored = x509.load_der_x509_certificate(
+        der.replace(ec_public_key, bytes.fromhex("06072a8648ce3d0209")))
+    return doctored.public_bytes(serialization.Encoding.PEM)
+
+
+def test_rekor_entry_recording_a_certificate_with_an_unknown_key_type(
+    key: ec.EllipticCurvePrivateKey, world: SigstoreWorld
+) -> None:
+    # The body is checked before its SET/proof: whoever can push a bundle controls it.
+    payload = vuln_statement()
+    signature = dsse_sign(key, payload)
+    body = dsse_body(payload, b"{}", signature, _certificate_with_unknown_key_type(world))
+    with pytest.raises(VerificationError, match="another signer"):
+        check_entry_body(body, payload=payload, signature=signature, signer=key.public_key())

@@ -11,6 +11,7 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,62 @@ def test_world_rekor_key_window_is_honoured(tmp_path: Path) -> None:
     content = keyless_bundle(leaf, statement(IMAGE), world.rekor)
     fails(lambda: verify_bundle_sync(content, release_trust(root), image_digest=IMAGE),
           "Rekor key", "not valid at integratedTime")
+
+
+def _root_with_cas(world: SigstoreWorld, path: Path, *extra: FulcioCA) -> str:
+    document = world.trusted_root()
+    document["certificateAuthorities"] += [ca.trusted_root_entry() for ca in extra]
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_world_keyless_bundle_from_a_retired_ca_sharing_its_name_with_the_current_one(
+    tmp_path: Path,
+) -> None:
+    # A Fulcio key rotation that keeps the CA names: the retired CA's validFor has ended.
+    # A certificate it issues now (its key leaked, say) must not borrow the window of the
+    # current CA that merely carries the same subject name.
+    retired = FulcioCA.create(name="rotating", valid_until=datetime.now(UTC) - timedelta(days=1))
+    current = FulcioCA.create(name="rotating")
+    assert retired.intermediate.subject == current.intermediate.subject
+    world = SigstoreWorld(retired, CTLog.create(), RekorLog.create())
+    root = _root_with_cas(world, tmp_path / "root.json", current)
+    leaf = world.issue_leaf(uri=RELEASE, issuer=GITHUB_ISSUER)
+    content = keyless_bundle(leaf, statement(IMAGE), world.rekor)
+    fails(lambda: verify_bundle_sync(content, release_trust(root), image_digest=IMAGE),
+          "certificate chain", "was not valid")
+    # The current CA's certificates still verify.
+    fresh = world.issue_leaf(fulcio=current, uri=RELEASE, issuer=GITHUB_ISSUER)
+    verify_bundle_sync(keyless_bundle(fresh, statement(IMAGE), world.rekor),
+                       release_trust(root), image_digest=IMAGE)
+
+
+def test_world_keyless_bundle_issued_by_the_root_of_a_retired_ca(tmp_path: Path) -> None:
+    # The trusted root lists the retired CA as [intermediate, root]; a leaf signed by its
+    # root directly must be held to that CA's window too, not waved through.
+    retired = FulcioCA.create(valid_until=datetime.now(UTC) - timedelta(days=1))
+    world = SigstoreWorld(retired, CTLog.create(), RekorLog.create())
+    root = str(world.write_trusted_root(tmp_path / "root.json"))
+    by_root = replace(retired, intermediate=retired.root, intermediate_key=retired.root_key)
+    leaf = world.issue_leaf(fulcio=by_root, uri=RELEASE, issuer=GITHUB_ISSUER)
+    content = keyless_bundle(leaf, statement(IMAGE), world.rekor)
+    fails(lambda: verify_bundle_sync(content, release_trust(root), image_digest=IMAGE),
+          "certificate chain", "was not valid")
+
+
+def test_world_keyless_bundle_ca_window_is_judged_at_the_logged_time(tmp_path: Path) -> None:
+    # The CA's window ended an hour ago. A certificate backdated into the window (its
+    # issuer chose notBefore) but logged by Rekor now was not issued while the CA was valid.
+    ended = datetime.now(UTC) - timedelta(hours=1)
+    retired = FulcioCA.create(valid_until=ended)
+    world = SigstoreWorld(retired, CTLog.create(), RekorLog.create())
+    root = str(world.write_trusted_root(tmp_path / "root.json"))
+    leaf = world.issue_leaf(uri=RELEASE, issuer=GITHUB_ISSUER,
+                            not_before=ended - timedelta(minutes=5), validity=timedelta(days=1))
+    content = keyless_bundle(leaf, statement(IMAGE), world.rekor,
+                             integrated_time=int(datetime.now(UTC).timestamp()))
+    fails(lambda: verify_bundle_sync(content, release_trust(root), image_digest=IMAGE),
+          "certificate chain", "was not valid")
 
 
 # --------------------------------------------------------------------------- test-made key bundles

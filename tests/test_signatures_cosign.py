@@ -877,3 +877,31 @@ def test_generated_set_for_another_signature_or_signer_is_rejected() -> None:
     body = hashedrekord(payload, signature, b"not a pem")
     with pytest.raises(VerificationError, match="not a PEM key or certificate"):
         verify(with_annotations(layer, bundle=issue_set(body)), key, rekor_keys=rekor)
+
+
+def test_generated_set_recording_a_certificate_with_an_unknown_key_type_is_rejected() -> None:
+    # A logged certificate whose key cryptography cannot load: a failed check, not a crash.
+    private = GENERATED["ecdsa-p256"]
+    key = load_public_key(public_pem(private))
+    payload = simple_signing(REPO, DIGEST)
+    signature = cosign_sign(private, payload)
+    rekor = [RekorKey.from_key(load_public_key(public_pem(REKOR)))]
+    layer = make_layer(private, payload, signature)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(x509.Name([]))
+        .public_key(private.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime(2023, 1, 1, tzinfo=UTC))
+        .not_valid_after(datetime(2024, 1, 1, tzinfo=UTC))
+        .sign(private, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # OID id-ecPublicKey
+    assert certificate.count(ec_public_key) == 1
+    doctored = x509.load_der_x509_certificate(
+        certificate.replace(ec_public_key, bytes.fromhex("06072a8648ce3d0209")))
+    body = hashedrekord(payload, signature, doctored.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(VerificationError, match="publicKey"):
+        verify(with_annotations(layer, bundle=issue_set(body)), key, rekor_keys=rekor)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.signing import simple_signing_payload
 from tests.sigstore_world import (
+    DEFAULT_ISSUER,
     CTLog,
     FulcioCA,
     RekorLog,
@@ -663,3 +664,24 @@ def test_world_dsse_helpers_make_a_verifiable_envelope_and_rekor_entry(
     with pytest.raises(VerificationError, match="not a hashedrekord"):
         verify_rekor_bundle(entry.bundle_annotation(), payload=statement, signature=signature,
                             signer=leaf.certificate, rekor_keys=world.material().rekor_keys)
+
+
+def test_world_certificate_with_a_duplicated_extension_fails_cleanly(world: SigstoreWorld) -> None:
+    # RFC 5280 forbids two extensions with one OID; cryptography raises DuplicateExtension
+    # (not a ValueError) when they are read: a failed check, never a crash.
+    leaf = world.issue_leaf(email="dev@example.com")
+    der = leaf.certificate.public_bytes(serialization.Encoding.DER)
+    authority_key_id = bytes.fromhex("0603551d23")  # OID 2.5.29.35, rewritten to 2.5.29.14
+    assert der.count(authority_key_id) == 1
+    doctored = x509.load_der_x509_certificate(
+        der.replace(authority_key_id, bytes.fromhex("0603551d0e")))
+    identity = Identity(issuer=DEFAULT_ISSUER, subject="dev@example.com")
+    for check in (
+        lambda: check_identity(doctored, identity),
+        lambda: certificate_issuer(doctored),
+        lambda: certificate_subjects(doctored),
+        lambda: verify_certificate_chain(doctored, leaf.chain, world.material(), utc_now()),
+        lambda: verify_embedded_sct(doctored, leaf.chain[0], world.material()),
+    ):
+        with pytest.raises(VerificationError, match=r"[Dd]uplicate"):
+            check()

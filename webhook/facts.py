@@ -343,7 +343,10 @@ class FactGatherer:
             ]
         errors = [error for _, error in results if error is not None]
         state.scans.extend(fact for fact, _ in results if fact is not None)
-        if errors and not any(fact is not None for fact, _ in results):
+        if errors:
+            # Kept even when another attestor has a report: a requirement whose own
+            # attestors failed must reach onError, not onMissing. The decision looks at
+            # errors only for a requirement none of whose attestors' reports count.
             state.scan_errors[source] = "; ".join(errors)
         state.scans_done.add(source)
 

@@ -8,6 +8,7 @@ registry's own host, with the registry's credentials.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -62,22 +63,35 @@ class HarborClient:
             "Accept": "application/json",
             "X-Accept-Vulnerabilities": ", ".join(REPORT_TYPES),
         }
+        too_large = RegistryError(f"Harbor {ref.registry}: {what} is larger than 16 MiB")
         try:
-            response = await self._http.get(url, headers=headers, auth=auth)
+            async with self._http.stream("GET", url, headers=headers, auth=auth) as response:
+                status = response.status_code
+                if status != 200:
+                    content = b""
+                else:
+                    # Read only up to the cap: a huge (or endless) answer is refused, not held.
+                    length = response.headers.get("content-length", "")
+                    if length.isdigit() and int(length) > _MAX_REPORT_BYTES:
+                        raise too_large
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > _MAX_REPORT_BYTES:
+                            raise too_large
+                        chunks.append(chunk)
+                    content = b"".join(chunks)
         except httpx.HTTPError as exc:
             raise RegistryError(f"could not reach Harbor {ref.registry} for {what}: "
                                 f"{exc.__class__.__name__}") from exc
-        if response.status_code == 404:
+        if status == 404:
             return None
-        if response.status_code != 200:
-            raise RegistryError(
-                f"Harbor {ref.registry} answered HTTP {response.status_code} for {what}"
-            )
-        if len(response.content) > _MAX_REPORT_BYTES:
-            raise RegistryError(f"Harbor {ref.registry}: {what} is larger than 16 MiB")
+        if status != 200:
+            raise RegistryError(f"Harbor {ref.registry} answered HTTP {status} for {what}")
         try:
-            return response.json()
-        except ValueError as exc:
+            return json.loads(content)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise RegistryError(f"Harbor {ref.registry}: {what} is not JSON") from exc
 
     async def scan_fact(self, ref: ImageReference, digest: str) -> ScanFact | None:
@@ -99,7 +113,10 @@ class HarborClient:
         report = _pick_report(await self._get(f"{url}/additions/vulnerabilities", ref,
                                               f"vulnerabilities of {ref.repository}@{digest}"))
         if report is None:
-            return None
+            # The overview says the scan finished: a missing report is a partial answer,
+            # not "never scanned" (that would reach onMissing instead of onError).
+            raise RegistryError(f"Harbor {ref.registry}: scan of {ref.repository}@{digest} "
+                                f"finished but its vulnerability report is missing")
         try:
             finished = parse_time(overview.get("end_time") or report.get("generated_at"),
                                   "Harbor scan end_time")
@@ -124,7 +141,13 @@ def _pick_report(by_type: object) -> Mapping[str, Any] | None:
 
 def _ids(report: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     found: dict[str, set[str]] = {}
-    for vuln in report.get("vulnerabilities") or ():
+    if "vulnerabilities" not in report:
+        # a clean report says so with an empty list (or null); no key is a partial report
+        raise ScanReportError("vulnerability report has no vulnerabilities list")
+    vulnerabilities = report["vulnerabilities"]
+    if vulnerabilities is not None and not isinstance(vulnerabilities, list):
+        raise ScanReportError("vulnerability report: vulnerabilities must be a list")
+    for vuln in vulnerabilities or ():
         if not isinstance(vuln, dict) or not isinstance(vuln.get("id"), str):
             raise ScanReportError("vulnerability without id in the report")
         found.setdefault(normalise_severity(vuln.get("severity")), set()).add(vuln["id"])

@@ -60,6 +60,13 @@ _MAX_RETRY_AFTER = 2.0  # seconds: longer waits are not worth it inside a webhoo
 _TOKEN_EXPIRY_MARGIN = 5.0
 # Error bodies (401, 404, 5xx) are read only this far: we never need more of them.
 _ERROR_BODY_BYTES = 64 * 1024
+# Per-registry / per-repository state (tokens, semaphores, the referrers-API memo) is
+# pruned beyond this many entries: image names come from whoever may create Pods.
+_MAX_TRACKED = 1024
+# A token claiming to live longer than a day is kept a day (and huge numbers stay floats).
+_MAX_TOKEN_TTL = 86_400.0
+# Token answers are a few KiB of JSON; a realm sending more is not read to its end.
+_MAX_TOKEN_BYTES = 1024 * 1024
 
 _MANIFEST_ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 _DOCKER_HUB_API = "registry-1.docker.io"
@@ -346,6 +353,7 @@ class RegistryClient:
             found = await self._referrers_api(ref, digest, artifact_type)
             if found is None:
                 # remembered for a while: distribution 2.8 would cost a 404 every lookup
+                _prune_expiring(self._no_referrers_api, lambda expiry: expiry, self._clock())
                 self._no_referrers_api[ref.registry] = self._clock() + _NO_REFERRERS_API_TTL
         if found is None:
             found = await self._referrers_tag(ref, digest)
@@ -519,6 +527,11 @@ class RegistryClient:
         only ever happen inside it; at most ``max_concurrency`` requests per registry."""
         limit = self._limits.get(ref.registry)
         if limit is None:
+            if len(self._limits) >= _MAX_TRACKED:
+                # forget idle registries' semaphores (one in use is never dropped)
+                for registry, idle in list(self._limits.items()):
+                    if idle.value == self._max_concurrency:
+                        del self._limits[registry]
             limit = self._limits[ref.registry] = anyio.Semaphore(self._max_concurrency)
         attempt = 0
         while True:
@@ -660,9 +673,15 @@ class RegistryClient:
             creds = None
         token_what = f"token for repository {ref.repository} from {realm_url.netloc}"
         try:
-            response = await self._http.get(
-                realm, params=params, auth=creds, follow_redirects=True
-            )
+            async with self._http.stream(
+                "GET", realm, params=params, auth=creds, follow_redirects=True
+            ) as response:
+                status = response.status_code
+                content = (
+                    await _read_capped(response, _MAX_TOKEN_BYTES, ref, token_what)
+                    if status == 200
+                    else b""
+                )
         except httpx.TimeoutException as exc:
             raise RegistryError(
                 f"registry {ref.registry}: timed out fetching a {token_what} "
@@ -672,19 +691,18 @@ class RegistryClient:
             raise RegistryError(
                 f"registry {ref.registry}: could not fetch a {token_what}: {_describe(exc)}"
             ) from exc
-        if response.status_code in (401, 403):
+        if status in (401, 403):
             hint = "credentials were rejected" if creds else "anonymous access was refused"
             raise RegistryError(
-                f"registry {ref.registry}: {hint} fetching a {token_what} "
-                f"(HTTP {response.status_code})"
+                f"registry {ref.registry}: {hint} fetching a {token_what} (HTTP {status})"
             )
-        if response.status_code != 200:
+        if status != 200:
             raise RegistryError(
-                f"registry {ref.registry}: HTTP {response.status_code} fetching a {token_what}"
+                f"registry {ref.registry}: HTTP {status} fetching a {token_what}"
             )
         try:
-            body = response.json()
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = json.loads(content)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise RegistryError(
                 f"registry {ref.registry}: the {token_what} is not JSON"
             ) from exc
@@ -693,16 +711,29 @@ class RegistryClient:
             raise RegistryError(f"registry {ref.registry}: no token in the {token_what}")
         ttl = body.get("expires_in")
         lifetime = (
-            float(ttl)
+            float(min(ttl, _MAX_TOKEN_TTL))
             if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0
             else DEFAULT_TOKEN_TTL
         )
         expiry = self._clock() + max(lifetime - _TOKEN_EXPIRY_MARGIN, lifetime / 2)
+        _prune_expiring(self._tokens, lambda cached: cached[1], self._clock())
         self._tokens[(ref.registry, scope)] = (token, expiry)
         return token
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _prune_expiring(
+    entries: dict[Any, Any], expiry_of: Callable[[Any], float], now: float
+) -> None:
+    """Make room for one more entry: drop expired ones, then the oldest, below _MAX_TRACKED."""
+    if len(entries) < _MAX_TRACKED:
+        return
+    for key in [key for key, value in entries.items() if expiry_of(value) <= now]:
+        del entries[key]
+    while len(entries) >= _MAX_TRACKED:
+        del entries[next(iter(entries))]  # insertion order: the oldest first
 
 
 def _retryable_status(status: int) -> bool:

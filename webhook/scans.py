@@ -73,6 +73,8 @@ def ids_from_trivy(report: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 
 def _sarif_severity(rule: Mapping[str, Any]) -> str:
     properties = rule.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise ScanReportError("SARIF log: a rule's properties must be an object")
     for tag in properties.get("tags") or ():
         if isinstance(tag, str) and tag.upper() in SEVERITIES:
             return tag.upper()
@@ -94,15 +96,38 @@ def _sarif_severity(rule: Mapping[str, Any]) -> str:
 
 
 def ids_from_sarif(log: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-    """SARIF 2.1.0: each result's ruleId, at its rule's severity (tags or security-severity)."""
+    """SARIF 2.1.0: each result's ruleId, at its rule's severity (tags or security-severity).
+
+    A run whose ``results`` are absent or null, or with an invocation that was not
+    ``executionSuccessful``, is a scan that did not complete (SARIF 2.1.0 §3.14.23,
+    §3.20.14): an error, never a clean report. Only ``results: []`` means nothing found.
+    """
     runs = log.get("runs")
     if not isinstance(runs, list):
         raise ScanReportError("SARIF log: runs must be a list")
+    if not runs:
+        raise ScanReportError("SARIF log has no runs: nothing was scanned")
     pairs: list[tuple[str, str]] = []
     for run in runs:
-        driver = ((run or {}).get("tool") or {}).get("driver") or {}
-        rules = {r.get("id"): r for r in driver.get("rules") or () if isinstance(r, dict)}
-        for result in run.get("results") or ():
+        if not isinstance(run, dict):
+            raise ScanReportError("SARIF log: each run must be an object")
+        for invocation in run.get("invocations") or ():
+            if isinstance(invocation, dict) and invocation.get("executionSuccessful") is False:
+                raise ScanReportError("SARIF log: the scan did not complete "
+                                      "(invocations.executionSuccessful is false)")
+        results = run.get("results")
+        if not isinstance(results, list):
+            raise ScanReportError("SARIF log: a run has no results list (the scan produced "
+                                  "no results; a clean scan has results: [])")
+        tool = run.get("tool") or {}
+        driver = (tool.get("driver") if isinstance(tool, dict) else None) or {}
+        if not isinstance(driver, dict):
+            raise ScanReportError("SARIF log: tool.driver must be an object")
+        rules = {
+            r["id"]: r for r in driver.get("rules") or ()
+            if isinstance(r, dict) and isinstance(r.get("id"), str)
+        }
+        for result in results:
             rule_id = result.get("ruleId") if isinstance(result, dict) else None
             if not isinstance(rule_id, str):
                 raise ScanReportError("SARIF log: a result has no ruleId")
@@ -148,6 +173,8 @@ def fact_from_vuln_predicate(predicate: object, *, attestor: str) -> ScanFact:
     if not isinstance(scanner, dict):
         raise ScanReportError("vuln predicate: scanner is missing")
     metadata = predicate.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ScanReportError("vuln predicate: metadata must be an object")
     finished = parse_time(metadata.get("scanFinishedOn"), "vuln predicate metadata.scanFinishedOn")
     if finished.year <= 1:  # Go's zero time: cosign's way of leaving it out
         raise ScanReportError("vuln predicate metadata.scanFinishedOn is missing")
@@ -172,13 +199,14 @@ def fact_from_statement(statement: ScanStatement, *, attestor: str) -> ScanFact:
     if statement.predicate_type == VULN_PREDICATE:
         return fact_from_vuln_predicate(statement.predicate, attestor=attestor)
     log = statement.predicate
+    ids = ids_from_sarif(log)  # also checks the runs' shape before their times are read
     ended: dt.datetime | None = None
     for run in log.get("runs") or ():
-        for invocation in (run or {}).get("invocations") or ():
+        for invocation in run.get("invocations") or ():
             if isinstance(invocation, dict) and invocation.get("endTimeUtc"):
                 ended = parse_time(invocation["endTimeUtc"], "SARIF invocations.endTimeUtc")
     if ended is None and statement.integrated_time is not None:
         ended = dt.datetime.fromtimestamp(statement.integrated_time, dt.UTC)
     if ended is None:
         raise ScanReportError("SARIF attestation has no scan time (invocations.endTimeUtc)")
-    return ScanFact("attestation", ended, ids_from_sarif(log), attestor)
+    return ScanFact("attestation", ended, ids, attestor)

@@ -98,6 +98,10 @@ def parse_dsse_envelope(content: bytes) -> DsseEnvelope:
     payload_type = document.get("payloadType")
     if not isinstance(payload_type, str):
         raise VerificationError("DSSE envelope has no payloadType string")
+    try:
+        payload_type.encode()  # the PAE signs its UTF-8 bytes; JSON allows lone surrogates
+    except UnicodeEncodeError:
+        raise VerificationError("DSSE envelope payloadType is not valid Unicode") from None
     payload = _b64(document.get("payload"), "payload")
     raw_signatures = document.get("signatures")
     if not isinstance(raw_signatures, list):

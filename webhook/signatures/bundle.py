@@ -42,7 +42,7 @@ import anyio
 import anyio.to_thread
 import pydantic
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sigstore._internal.merkle import verify_merkle_inclusion
 from sigstore._internal.rekor.checkpoint import verify_checkpoint
@@ -416,7 +416,12 @@ def _verify_keyless(
     entry = model.verification_material.tlog_entries[0]
     root = load_trusted_root(trust.trusted_root)
     _check_rekor_key_window(entry, root.rekor_keys)
-    _check_fulcio_window(bundle.signing_certificate, root)
+    signed_at = (
+        datetime.fromtimestamp(entry.integrated_time, UTC)
+        if entry.inclusion_promise is not None and entry.integrated_time is not None
+        else None
+    )
+    _check_fulcio_window(bundle.signing_certificate, root, signed_at)
     statement = parse_statement(payload_type, payload)
     return check_statement(
         statement,
@@ -448,24 +453,44 @@ def _check_rekor_key_window(entry: LogEntryModel, rekor_keys: Sequence[RekorKey]
         )
 
 
-def _check_fulcio_window(cert: x509.Certificate, root: TrustedRootMaterial) -> None:
-    """The issuing Fulcio CA must have been valid when it issued the certificate."""
-    issued = cert.not_valid_before_utc
-    issuers = [
-        ca for ca in root.fulcio_authorities
-        if ca.certificates and ca.certificates[0].subject == cert.issuer
-    ]
+def _check_fulcio_window(
+    cert: x509.Certificate, root: TrustedRootMaterial, signed_at: datetime | None = None
+) -> None:
+    """The issuing Fulcio CA must have been valid when it issued the certificate.
+
+    sigstore-python chains to every Fulcio certificate of the root, expired CAs included
+    (validFor end ignored), so the window is ours to hold. The CA is the one whose
+    certificate actually signed the leaf, not one that merely shares its issuer name
+    (rotations keep names); its window must contain the leaf's notBefore and, when a
+    Rekor SET vouches for it, the integrated time (a retired CA could backdate notBefore).
+    """
+    issuers = [ca for ca in root.fulcio_authorities
+               if any(_directly_issued_by(cert, candidate) for candidate in ca.certificates)]
     if not issuers:
-        return  # sigstore-python built the chain; no authority to hold to a window
+        raise VerificationError(
+            f"certificate chain: no Fulcio CA of trusted root {root.source} issued the "
+            f"certificate (issuer {cert.issuer.rfc4514_string()})"
+        )
+    moments = [cert.not_valid_before_utc] + ([signed_at] if signed_at is not None else [])
     for ca in issuers:
-        if (ca.valid_from is None or ca.valid_from <= issued) and (
-            ca.valid_until is None or issued <= ca.valid_until
+        if all(
+            (ca.valid_from is None or ca.valid_from <= moment)
+            and (ca.valid_until is None or moment <= ca.valid_until)
+            for moment in moments
         ):
             return
     raise VerificationError(
         f"certificate chain: Fulcio CA {cert.issuer.rfc4514_string()} was not valid "
-        f"at {issued.isoformat()} in trusted root {root.source}"
+        f"at {max(moments).isoformat()} in trusted root {root.source}"
     )
+
+
+def _directly_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- key bundles
@@ -688,7 +713,8 @@ def _same_signer(recorded: Any, signer: PublicKey | x509.Certificate) -> bool:
         return public_key_der(check_public_key(load_pem_public_key(pem))) == public_key_der(
             signer
         )
-    except (ValueError, VerificationError):
+    except (ValueError, UnsupportedAlgorithm, VerificationError):
+        # UnsupportedAlgorithm: a certificate whose key type cryptography cannot load.
         return False
 
 

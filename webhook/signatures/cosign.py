@@ -345,11 +345,13 @@ def _check_hashedrekord(
     else:
         expected = public_key_der(signer)
         # cosign records the key; a certificate holding the same key names the same signer.
-        matches = (
-            recorded == expected
-            if isinstance(recorded, bytes)
-            else public_key_der(check_public_key(recorded.public_key())) == expected
-        )
+        if isinstance(recorded, bytes):
+            matches = recorded == expected
+        else:
+            try:
+                matches = public_key_der(check_public_key(recorded.public_key())) == expected
+            except (ValueError, UnsupportedAlgorithm, VerificationError):
+                matches = False  # a certificate key we cannot load is not this key
     if not matches:
         raise VerificationError(
             "Rekor entry is for another signer: spec.signature.publicKey differs"

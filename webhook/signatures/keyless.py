@@ -110,7 +110,7 @@ def _check_code_signing(leaf: x509.Certificate) -> None:
         extended = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound as exc:
         raise VerificationError(f"certificate is not a code-signing certificate: {exc}") from None
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension) as exc:
         raise VerificationError(f"certificate has malformed extensions: {exc}") from None
     if not usage.digital_signature:
         raise VerificationError(
@@ -242,13 +242,13 @@ def verify_embedded_sct(
         )
     except x509.ExtensionNotFound:
         raise VerificationError("SCT missing: certificate has no embedded SCT") from None
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension) as exc:
         raise VerificationError(f"SCT list of the certificate is malformed: {exc}") from None
     if not scts:
         raise VerificationError("SCT missing: certificate's SCT list is empty")
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
         constraints = None
     if constraints is None or not constraints.ca:
         raise VerificationError(f"SCT: issuer {issuer.subject.rfc4514_string()} is not a CA")
@@ -310,7 +310,7 @@ def _unrecognized_value(leaf: x509.Certificate, oid: x509.ObjectIdentifier) -> b
         value = leaf.extensions.get_extension_for_oid(oid).value
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:
+    except (ValueError, x509.DuplicateExtension) as exc:  # DuplicateExtension: not a ValueError
         raise VerificationError(f"certificate has malformed extensions: {exc}") from None
     return value.value if isinstance(value, x509.UnrecognizedExtension) else None
 
@@ -344,7 +344,7 @@ def certificate_subjects(leaf: x509.Certificate) -> tuple[str, ...]:
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return ()
-    except (ValueError, x509.UnsupportedGeneralNameType) as exc:
+    except (ValueError, x509.UnsupportedGeneralNameType, x509.DuplicateExtension) as exc:
         raise VerificationError(
             f"certificate's subject alternative name is malformed: {exc}"
         ) from None
