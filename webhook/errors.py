@@ -31,6 +31,15 @@ class ManifestUnknownError(RegistryError):
     """The registry answered definitively that a manifest/tag does not exist (404)."""
 
 
+class RegistryContentError(RegistryError):
+    """The registry answered, with content sealgate cannot use (malformed, oversized).
+
+    Anyone who can push to a repository can plant such content next to an image, so
+    for signature and attestation material it means "not a signature", never a
+    check that could not complete (which would hand the decision to onError).
+    """
+
+
 class DigestMismatchError(RegistryError):
     """Fetched content does not hash to the digest it was requested by."""
 

@@ -20,7 +20,13 @@ import httpx
 
 from webhook.cache import CacheSettings, FactCache, Verdict
 from webhook.decision import CheckPlan, ImageFacts, Outcome, ScanFact, SignatureCheck
-from webhook.errors import ManifestUnknownError, RegistryError, SealgateError, VerificationError
+from webhook.errors import (
+    ManifestUnknownError,
+    RegistryContentError,
+    RegistryError,
+    SealgateError,
+    VerificationError,
+)
 from webhook.harbor import HarborClient
 from webhook.metrics import Metrics
 from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, SignatureLayer
@@ -215,39 +221,48 @@ class FactGatherer:
         """Satisfied by any legacy `.sig` layer or any bundle referrer that verifies."""
         authority = check.authority
         errors: list[str] = []
+        reasons: list[str] = []
         layers: list[SignatureLayer] = []
         bundles: list[FetchedBundle] = []
         try:
             layers = await self._layers(ref, digest)
+        except RegistryContentError as exc:
+            # planted garbage is not a signature, and must not hand the decision to onError
+            reasons.append(f"unusable signature manifest: {exc}")
         except RegistryError as exc:
             errors.append(f"fetching signatures: {exc}")
         try:
             bundles = await self._bundles(ref, digest)
+        except RegistryContentError as exc:
+            reasons.append(f"unusable referrers: {exc}")
         except RegistryError as exc:
             errors.append(f"fetching signature bundles: {exc}")
-        reasons: list[str] = []
         if layers:
-            if isinstance(authority, KeyAuthority):
-                outcome = self._verify_key_layers(check, authority, ref, digest, layers)
-            else:
-                # certificate chains, SCTs and SETs: enough CPU to keep off the event loop
-                outcome = await anyio.to_thread.run_sync(
-                    self._verify_keyless_layers, check, authority, ref, digest, layers
-                )
-            if outcome.status != "fail":
+            # keyless chains/SCTs/SETs, and many or large key-signed layers: enough CPU to
+            # keep off the event loop
+            verify_layers = (
+                self._verify_key_layers if isinstance(authority, KeyAuthority)
+                else self._verify_keyless_layers
+            )
+            outcome = await anyio.to_thread.run_sync(
+                verify_layers, check, authority, ref, digest, layers  # type: ignore[arg-type]
+            )
+            if outcome.status == "ok":
                 return outcome
-            reasons.append(outcome.reason)
+            (errors if outcome.status == "error" else reasons).append(outcome.reason)
         if bundles:
             try:
                 # sigstore-python runs in a worker thread (verify_bundle)
                 await verify_image_bundles(bundles, bundle_trust(authority), image_digest=digest)
             except VerificationError as exc:
                 reasons.append(f"bundle: {exc}")
+            except SealgateError as exc:  # a trusted root that does not load
+                errors.append(f"bundle: {exc}")
             else:
                 return Outcome("ok")
         if errors:
             return Outcome("error", "; ".join(errors + reasons))
-        if not layers and not bundles:
+        if not reasons:
             return Outcome("fail", "no signatures found")
         return Outcome("fail", "; ".join(reasons))
 
@@ -384,11 +399,18 @@ class FactGatherer:
         async def fetch() -> ScanResult:
             try:
                 attached = await self._attached(ref, digest)
+            except RegistryContentError as exc:
+                # planted garbage is no report; it must not hand the decision to onError
+                log.info("unusable attestations on %s@%s: %s", ref.name, digest, exc)
+                return None, None
             except RegistryError as exc:
                 return None, f"fetching attestations: {exc}"
-            results = await verify_attestations(
-                attached, bundle_trust(authority), image_digest=digest
-            )
+            try:
+                results = await verify_attestations(
+                    attached, bundle_trust(authority), image_digest=digest
+                )
+            except SealgateError as exc:  # a trusted root that does not load
+                return None, f"verifying attestations: {exc}"
             facts: list[ScanFact] = []
             problems: list[str] = []
             for statement in results.statements:

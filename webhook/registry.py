@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -29,7 +30,12 @@ from urllib.parse import urlencode, urlsplit
 import anyio
 import httpx
 
-from webhook.errors import DigestMismatchError, ManifestUnknownError, RegistryError
+from webhook.errors import (
+    DigestMismatchError,
+    ManifestUnknownError,
+    RegistryContentError,
+    RegistryError,
+)
 from webhook.oci import (
     DOCKER_MANIFEST_LIST,
     MANIFEST_MEDIA_TYPES,
@@ -53,6 +59,7 @@ MAX_REFERRERS = 1000
 # Blob fetches of one .sig image in flight at once.
 _LAYER_CONCURRENCY = 8
 # Docker's token spec: a token without expires_in lives 60 s.
+log = logging.getLogger(__name__)
 DEFAULT_TOKEN_TTL = 60.0
 _NO_REFERRERS_API_TTL = 600.0  # seconds
 _MAX_RETRY_AFTER = 2.0  # seconds: longer waits are not worth it inside a webhook deadline
@@ -439,6 +446,9 @@ class RegistryClient:
                 async with limiter:
                     try:
                         payloads[index] = await self.get_blob(ref, digest)
+                    except RegistryContentError as exc:
+                        # a planted oversized layer is not a signature; the others may be
+                        log.info("skipping %s layer %s: %s", kind, digest, exc)
                     except RegistryError as exc:
                         # One unreadable layer makes the answer an error: stop the rest.
                         errors.append(exc)
@@ -750,7 +760,7 @@ async def _read_capped(
     response: httpx.Response, max_bytes: int, ref: ImageReference, what: str
 ) -> bytes:
     """The body, or RegistryError as soon as it grows past ``max_bytes`` (stop reading)."""
-    too_large = RegistryError(
+    too_large = RegistryContentError(
         f"registry {ref.registry} sent a {what} larger than the limit of {max_bytes} bytes"
     )
     length = response.headers.get("content-length", "")
@@ -828,7 +838,7 @@ def _signature_layers(
     """``(mediaType, digest, annotations)`` of each layer of a .sig manifest."""
 
     def fail(problem: str) -> RegistryError:
-        return RegistryError(f"registry {ref.registry}: {what} is malformed: {problem}")
+        return RegistryContentError(f"registry {ref.registry}: {what} is malformed: {problem}")
 
     try:
         document = json.loads(content)
@@ -868,9 +878,9 @@ def _index_descriptors(content: bytes, ref: ImageReference, what: str) -> list[D
     try:
         document = json.loads(content)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise RegistryError(f"registry {ref.registry}: {what} is not JSON") from exc
+        raise RegistryContentError(f"registry {ref.registry}: {what} is not JSON") from exc
     if not isinstance(document, dict) or not isinstance(document.get("manifests"), list):
-        raise RegistryError(
+        raise RegistryContentError(
             f"registry {ref.registry}: {what} is not an OCI index (no \"manifests\" list)"
         )
     descriptors: list[Descriptor] = []

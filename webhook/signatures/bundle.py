@@ -57,7 +57,12 @@ from sigstore.verify import Verifier
 from sigstore_models.bundle.v1 import Bundle as BundleModel
 from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryModel
 
-from webhook.errors import ManifestUnknownError, RegistryError, VerificationError
+from webhook.errors import (
+    ManifestUnknownError,
+    RegistryContentError,
+    RegistryError,
+    VerificationError,
+)
 from webhook.oci import (
     BUNDLE_PREDICATE_TYPE_ANNOTATION,
     IN_TOTO_PAYLOAD_TYPE,
@@ -751,7 +756,7 @@ async def fetch_bundles(
             async with limiter:
                 try:
                     contents[index] = await registry.bundle_for(ref, descriptor)
-                except (NoBundleLayerError, ManifestUnknownError):
+                except (NoBundleLayerError, ManifestUnknownError, RegistryContentError):
                     # A referrer without a bundle, or listed but gone (deleted since):
                     # not a signature (others may be), and never an error someone with
                     # push access could plant to reach onError.
