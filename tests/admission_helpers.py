@@ -14,7 +14,9 @@ from tests.registry_server import RegistryServer, push_cosign_signature, push_im
 from tests.signing import PrivateKey, cosign_layer
 
 
-def policy_text(host: str, pem: bytes, *, extra: str = "") -> str:
+def policy_text(host: str, pem: bytes, *, extra: str = "", extra_rules: str = "") -> str:
+    """Policy "production" for namespace prod: images under HOST/team/ need a signature by
+    ``pem`` (no tlog); ``extra`` adds spec fields, ``extra_rules`` more rules."""
     return f"""\
 apiVersion: sealgate.dev/v1alpha1
 kind: ImagePolicy
@@ -31,7 +33,7 @@ spec:
               tlog: "off"
               publicKey: |
 {textwrap.indent(pem.decode(), " " * 16)}
-"""
+{extra_rules}"""
 
 
 def pod_review(image: str, *, namespace: str = "prod", kind: str = "Pod", **request: Any

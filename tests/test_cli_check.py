@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.admission_helpers import policy_text
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
 from tests.signing import PrivateKey, cosign_layer, public_pem
 from webhook.__main__ import main
@@ -22,26 +23,12 @@ OFFLINE_HOST = "registry.test:5000"
 
 def write_policy(directory: Path, host: str, key: PrivateKey, *, extra: str = "") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "p.yaml").write_text(f"""\
-apiVersion: sealgate.dev/v1alpha1
-kind: ImagePolicy
-metadata: {{name: production}}
-spec:
-  namespaces: {{match: ["prod"]}}
-{extra}  rules:
-    - name: ours
-      images: ["{host}/team/**"]
-      signatures:
-        authorities:
-          - name: release-key
-            key:
-              tlog: "off"
-              publicKey: |
-{textwrap.indent(public_pem(key).decode(), " " * 16)}
+    (directory / "p.yaml").write_text(policy_text(host, public_pem(key), extra=extra,
+                                                  extra_rules="""\
     - name: base
       images: ["docker.io/library/*"]
       signatures: none
-""")
+"""))
     return directory
 
 
