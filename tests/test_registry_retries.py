@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from webhook.errors import DigestMismatchError, RegistryError
+from webhook.oci import OCI_INDEX
 from webhook.references import parse_reference
 from webhook.registry import RegistryClient
 
@@ -162,3 +163,25 @@ async def test_missing_referrers_api_is_remembered() -> None:
         assert await registry.referrers(REF, DIGEST) == []
     assert sum("/referrers/" in path for path in paths) == 1
     assert sum("/manifests/sha256-" in path for path in paths) == 2
+
+
+async def test_an_unknown_repository_does_not_mark_the_registry_as_lacking_the_api() -> None:
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if "/made-up/" in request.url.path:
+            return httpx.Response(404, json={"errors": [{"code": "NAME_UNKNOWN",
+                                                         "message": "repository name not known"}]})
+        if "/referrers/" in request.url.path:
+            index = {"schemaVersion": 2, "manifests": []}
+            return httpx.Response(200, json=index, headers={"content-type": OCI_INDEX})
+        return httpx.Response(404)
+
+    http, registry, _ = client(handler)
+    async with http:
+        made_up = parse_reference("registry.example.com/made-up/app@" + DIGEST)
+        assert await registry.referrers(made_up, DIGEST) == []
+        assert await registry.referrers(REF, DIGEST) == []
+    # the real repository still asked the referrers API
+    assert sum("/referrers/" in path and "/team/app/" in path for path in paths) == 1

@@ -400,6 +400,11 @@ class RegistryClient:
                 ref, path, what=what, accept=OCI_INDEX, max_bytes=MAX_MANIFEST_BYTES
             )
             if fetched.status == 404:
+                if "NAME_UNKNOWN" in _error_code(fetched.content):
+                    # no such repository, so no referrers either way; and not a sign the
+                    # registry lacks the API (a pod naming a made-up repository must not
+                    # switch the whole registry to the fallback)
+                    return []
                 if page == 0:
                     return None  # no referrers API: the caller reads the tag schema
                 raise RegistryError(
