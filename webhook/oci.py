@@ -11,6 +11,8 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
 
+# cosign's vulnerability-scan attestation predicate (`cosign attest --type vuln`)
+COSIGN_VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
 COSIGN_SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"

@@ -20,7 +20,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from webhook.durations import parse_duration
-from webhook.errors import PolicyError, VerificationError
+from webhook.errors import PolicyError, SealgateError, VerificationError
 from webhook.patterns import (
     ImagePattern,
     PatternError,
@@ -241,15 +241,23 @@ def load_policy_file(path: Path, *, display: str | None = None) -> list[Policy]:
     return load_policy_text(text, name, base_dir=path.parent)
 
 
-def load_policy_text(text: str, file: str, *, base_dir: Path) -> list[Policy]:
+def compose_documents(
+    text: str, file: str, error: type[SealgateError] = PolicyError
+) -> list[Node]:
+    """The YAML documents of ``text`` as nodes (which keep their lines); a syntax error
+    raises ``error`` with ``file:line:``."""
     try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise PolicyError(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from exc
+        raise error(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from exc
     except yaml.YAMLError as exc:
-        raise PolicyError(f"{file}:1: invalid YAML: {exc}") from exc
+        raise error(f"{file}:1: invalid YAML: {exc}") from exc
+
+
+def load_policy_text(text: str, file: str, *, base_dir: Path) -> list[Policy]:
+    documents = compose_documents(text, file)
     parser = _Parser(file, base_dir)
     return [parser.policy(doc) for doc in documents if doc is not None and not _is_null(doc)]
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -35,7 +34,15 @@ from webhook.decision import (
 )
 from webhook.durations import parse_duration
 from webhook.errors import SealgateError
-from webhook.policy import API_VERSION, MODES, SCAN_SOURCES, SEVERITIES, Mode, PolicySet
+from webhook.policy import (
+    API_VERSION,
+    MODES,
+    SCAN_SOURCES,
+    SEVERITIES,
+    Mode,
+    PolicySet,
+    compose_documents,
+)
 
 TEST_KIND = "ImagePolicyTest"
 DECISIONS = ("allow", "warn", "deny")
@@ -153,14 +160,7 @@ def load_test_file(path: Path) -> list[PolicyTestCase]:
 
 
 def load_test_text(text: str, file: str) -> list[PolicyTestCase]:
-    try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise PolicyTestError(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise PolicyTestError(f"{file}:1: invalid YAML: {exc}") from exc
+    documents = compose_documents(text, file, PolicyTestError)
     reader = _Reader(file)
     cases: list[PolicyTestCase] = []
     for node in documents:

@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 from webhook.decision import ScanFact
 from webhook.errors import SealgateError
+from webhook.oci import COSIGN_VULN_PREDICATE
 from webhook.policy import SEVERITIES
 
-VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
+VULN_PREDICATE = COSIGN_VULN_PREDICATE
 
 
 class ScanStatement(Protocol):

@@ -33,6 +33,7 @@ from webhook.errors import RegistryError, VerificationError
 from webhook.oci import (
     BUNDLE_PREDICATE_TYPE_ANNOTATION,
     COSIGN_BUNDLE_ANNOTATION,
+    COSIGN_VULN_PREDICATE,
     DSSE_ENVELOPE,
     SignatureLayer,
 )
@@ -58,7 +59,6 @@ from webhook.signatures.cosign import PublicKey, RekorKey
 from webhook.signatures.keyless import check_certificate, layer_certificates
 from webhook.signatures.trust import load_trusted_root
 
-COSIGN_VULN_PREDICATE = "https://cosign.sigstore.dev/attestation/vuln/v1"
 COSIGN_CUSTOM_PREDICATE = "https://cosign.sigstore.dev/attestation/v1"
 # More .att layers or bundles than this are abuse: the first ones are looked at.
 MAX_ATTESTATIONS = 100

@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -77,6 +76,7 @@ from webhook.signatures.cosign import (
     TlogMode,
     check_public_key,
     public_key_der,
+    reject_duplicate_keys,
     verify_raw_signature,
     verify_signed_entry_timestamp,
 )
@@ -87,6 +87,7 @@ from webhook.signatures.trust import (
     TrustedRootError,
     TrustedRootMaterial,
     load_trusted_root,
+    root_cache_key,
 )
 
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
@@ -166,16 +167,6 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two verifiers must never read different claims from one signed statement.
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise VerificationError(f"in-toto statement has duplicate field {name!r}")
-        result[name] = value
-    return result
-
-
 def parse_statement(payload_type: str, payload: bytes) -> InTotoStatement:
     """Parse a DSSE payload as an in-toto statement v0.1 or v1; VerificationError says why not."""
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
@@ -186,7 +177,7 @@ def parse_statement(payload_type: str, payload: bytes) -> InTotoStatement:
     if len(payload) > MAX_STATEMENT_BYTES:
         raise VerificationError(f"in-toto statement is larger than {MAX_STATEMENT_BYTES} bytes")
     try:
-        document = json.loads(payload, object_pairs_hook=_reject_duplicates)
+        document = json.loads(payload, object_pairs_hook=reject_duplicate_keys("in-toto statement"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise VerificationError(f"in-toto statement is not JSON: {exc}") from None
     if not isinstance(document, dict):
@@ -265,31 +256,18 @@ class IdentityPolicy:
 # --------------------------------------------------------------------------- trusted roots
 
 
-def _root_cache_key(name_or_path: str) -> tuple[str, int, int]:
-    if name_or_path in EMBEDDED_ROOTS:
-        return name_or_path, 0, 0
-    path = Path(name_or_path)
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise TrustedRootError(
-            f"cannot read trusted root {name_or_path!r}: {exc.strerror or exc}"
-        ) from None
-    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
-
-
 def sigstore_verifier(name_or_path: str) -> Verifier:
     """sigstore-python's Verifier for ``public-good``, ``staging`` or a trusted_root.json path.
 
     Cached per root (a path is re-read when its mtime or size changes). Embedded
     roots are read as files from the installed sigstore package, never via TUF.
     """
-    return _verifier(*_root_cache_key(name_or_path))
+    return _verifier(*root_cache_key(name_or_path))
 
 
 def sigstore_trusted_root(name_or_path: str) -> SigstoreTrustedRoot:
     """sigstore-python's TrustedRoot for the same names/paths as ``sigstore_verifier``."""
-    return _trusted_root(*_root_cache_key(name_or_path))
+    return _trusted_root(*root_cache_key(name_or_path))
 
 
 def clear_verifier_cache() -> None:

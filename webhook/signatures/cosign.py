@@ -13,7 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -167,14 +167,19 @@ class SimpleSigningPayload:
     optional: Mapping[str, Any] | None
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two verifiers must never read different claims from one signed payload.
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise VerificationError(f"simple-signing payload has duplicate field {name!r}")
-        result[name] = value
-    return result
+def reject_duplicate_keys(what: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A ``json.loads`` object hook refusing duplicate keys in ``what``: two verifiers must
+    never read different claims from one signed document."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for name, value in pairs:
+            if name in result:
+                raise VerificationError(f"{what} has duplicate field {name!r}")
+            result[name] = value
+        return result
+
+    return hook
 
 
 def _field(obj: Mapping[str, Any], name: str, path: str, kind: type) -> Any:
@@ -192,7 +197,9 @@ def _field(obj: Mapping[str, Any], name: str, path: str, kind: type) -> Any:
 def parse_simple_signing(payload: bytes) -> SimpleSigningPayload:
     """Parse and check the cosign simple-signing JSON; VerificationError names the bad field."""
     try:
-        document = json.loads(payload, object_pairs_hook=_reject_duplicate_keys)
+        document = json.loads(
+            payload, object_pairs_hook=reject_duplicate_keys("simple-signing payload")
+        )
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise VerificationError(f"simple-signing payload is not JSON: {exc}") from None
     if not isinstance(document, dict):

@@ -90,6 +90,14 @@ def load_trusted_root(name_or_path: str) -> TrustedRootMaterial:
     """
     if name_or_path in EMBEDDED_ROOTS:
         return _load_embedded(name_or_path)
+    return _load_file(*root_cache_key(name_or_path))
+
+
+def root_cache_key(name_or_path: str) -> tuple[str, int, int]:
+    """(resolved path, mtime, size) of a trusted root file — a key that changes when a
+    remounted ConfigMap replaces it; embedded roots are keyed by name."""
+    if name_or_path in EMBEDDED_ROOTS:
+        return name_or_path, 0, 0
     path = Path(name_or_path)
     try:
         stat = path.stat()
@@ -97,7 +105,7 @@ def load_trusted_root(name_or_path: str) -> TrustedRootMaterial:
         raise TrustedRootError(
             f"cannot read trusted root {name_or_path!r}: {exc.strerror or exc}"
         ) from None
-    return _load_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
 
 def clear_trusted_root_cache() -> None:
