@@ -70,6 +70,11 @@ def parse_review(body: bytes) -> AdmissionRequest:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise AdmissionError("request.uid is missing")
+    _str(uid, "request.uid")
+    # Without request.kind the images cannot be found: never decide (and allow) it blind.
+    kind_info = request.get("kind")
+    if not isinstance(kind_info, dict) or not _str(kind_info.get("kind"), "request.kind.kind"):
+        raise AdmissionError("request.kind is missing (an object naming the kind)")
     return request_from_dict(request)
 
 
@@ -191,9 +196,7 @@ def containers_of(spec: Mapping[str, Any]) -> list[tuple[str, int, str]]:
             image = container.get("image")
             if image is None:
                 continue
-            if not isinstance(image, str):
-                raise AdmissionError(f"{name}[{index}].image must be a string")
-            found.append((name, index, image))
+            found.append((name, index, _str(image, f"{name}[{index}].image") or ""))
     return found
 
 
@@ -209,7 +212,7 @@ def break_glass_reason(kind: str, obj: Mapping[str, Any]) -> str | None:
     if not isinstance(annotations, dict):
         return None
     reason = annotations.get(BREAK_GLASS_ANNOTATION)
-    if isinstance(reason, str) and reason.strip():
+    if isinstance(reason, str) and _str(reason, BREAK_GLASS_ANNOTATION) and reason.strip():
         return reason.strip()
     return None
 
@@ -231,4 +234,10 @@ def _str(value: Any, what: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise AdmissionError(f"{what} must be a string")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            # a lone UTF-16 surrogate ("\ud800"): valid JSON, but no audit line can hold it
+            raise AdmissionError(f"{what} is not valid Unicode (a lone surrogate)") from None
     return value

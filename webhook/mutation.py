@@ -37,11 +37,13 @@ def verified_digests(decision: Decision) -> dict[str, str]:
 def digest_patch(review: AdmissionRequest, decision: Decision) -> list[dict[str, Any]]:
     if not decision.allowed or review.obj is None:
         return []
+    verified = verified_digests(decision)
+    if not verified:  # nothing verified (e.g. a DELETE, whose object was never read)
+        return []
     prefix = pod_spec_pointer(review.kind)
     spec = pod_spec(review.kind, review.obj)
     if prefix is None or spec is None:
         return []
-    verified = verified_digests(decision)
     patch: list[dict[str, Any]] = []
     for field, index, image in containers_of(spec):
         digest = verified.get(image)

@@ -1,0 +1,95 @@
+"""Defects the fuzzers (tests/test_fuzz_*.py) caught, each pinned by a plain regression test
+so it stays fixed even when hypothesis does not happen to draw it again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.admission_helpers import pod_review
+from tests.test_fuzz_admission import fortress_policy
+from webhook.app import create_app
+from webhook.settings import Settings
+
+
+@pytest.fixture
+async def webhook(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "fortress.yaml").write_text(fortress_policy())
+    app = create_app(Settings(policies=tmp_path / "policies", audit_log=tmp_path / "audit.log"))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://sealgate"
+    ) as client:
+        yield client
+
+
+def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
+    log = tmp_path / "audit.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def with_surrogate(where: str) -> bytes:
+    review = pod_review("registry.example.com/team/app:v1")
+    request = review["request"]
+    if where == "uid":
+        request["uid"] = "\ud800"
+    elif where == "image":
+        request["object"]["spec"]["containers"][0]["image"] = "registry.example.com/x\ud800"
+    elif where == "username":
+        request["userInfo"]["username"] = "mallory\udfff"
+    elif where == "name":
+        request["object"]["metadata"]["name"] = "web\ud83d"
+    elif where == "break-glass":
+        request["object"]["metadata"]["annotations"] = {"sealgate.dev/break-glass": "x\ud800"}
+    return json.dumps(review).encode()  # ensure_ascii: the surrogate travels as "\ud800"
+
+
+@pytest.mark.parametrize("where", ["uid", "image", "username", "name", "break-glass"])
+async def test_a_lone_surrogate_is_a_400_not_a_500(
+    webhook: httpx.AsyncClient, tmp_path: Path, where: str
+) -> None:
+    response = await webhook.post("/validate", content=with_surrogate(where),
+                                  headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "lone surrogate" in response.json()["error"]
+    assert audit_lines(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["missing", None, "Pod", {}, {"kind": ""}, {"group": ""}])
+async def test_a_review_without_a_usable_request_kind_is_a_400_never_an_allow(
+    webhook: httpx.AsyncClient, tmp_path: Path, kind: Any
+) -> None:
+    review = pod_review("registry.example.com/team/unsigned:v1")
+    if kind == "missing":
+        del review["request"]["kind"]
+    else:
+        review["request"]["kind"] = kind
+    response = await webhook.post("/validate", json=review)
+    assert response.status_code == 400
+    assert "request.kind" in response.json()["error"]
+    assert audit_lines(tmp_path) == []
+
+
+@pytest.mark.parametrize("spec", [[], "text", {"containers": 7}, {"ephemeralContainers": {}}])
+async def test_mutate_answers_a_delete_with_a_malformed_object_not_a_500(
+    tmp_path: Path, spec: Any
+) -> None:
+    """/mutate walked the object of every request, also of operations /validate does not
+    read (DELETE, CONNECT), and answered 500 for an object that is not a pod."""
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "fortress.yaml").write_text(fortress_policy())
+    app = create_app(Settings(policies=tmp_path / "policies", audit_log=tmp_path / "audit.log",
+                              mutate=True))
+    review = pod_review("registry.example.com/team/app:v1", operation="DELETE")
+    review["request"]["object"]["spec"] = spec
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://sealgate"
+    ) as client:
+        response = await client.post("/mutate", json=review)
+    assert response.status_code == 200
+    assert response.json()["response"] == {"uid": review["request"]["uid"], "allowed": True}
