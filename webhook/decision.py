@@ -19,6 +19,7 @@ from webhook.patterns import ImagePattern
 from webhook.policy import (
     SEVERITIES,
     Authority,
+    KeyAuthority,
     Mode,
     Policy,
     PolicySet,
@@ -328,6 +329,7 @@ def _check_image(
         requirement = rule.signatures
         ok = errors = 0
         failed: list[str] = []
+        signers: dict[tuple[str, ...], str] = {}  # signer -> first authority it satisfied
         for authority in requirement.authorities:
             key = signature_key(authority, requirement.signed_references)
             keys[authority.name] = key
@@ -335,7 +337,13 @@ def _check_image(
             sigs[authority.name] = outcome.status
             if outcome.reason:
                 reasons[authority.name] = outcome.reason
-            if outcome.status == "ok":
+            signer = _signer(authority)
+            if outcome.status == "ok" and signer in signers:
+                # one key listed under two names is one signer: a threshold counts signers
+                failed.append(f'authority "{authority.name}": same key or identity as '
+                              f'authority "{signers[signer]}", counted once')
+            elif outcome.status == "ok":
+                signers[signer] = authority.name
                 ok += 1
             else:
                 errors += outcome.status == "error"
@@ -360,6 +368,14 @@ def _check_image(
         summary, scan_findings = _check_scan(policy, rule.scan, facts, now, subject(), where(rule))
         findings.extend(scan_findings)
     return entry(rule, sigs, reasons, summary), findings
+
+
+def _signer(authority: Authority) -> tuple[str, ...]:
+    """Who signs for an authority: its key, or its keyless identity (whatever the tlog mode,
+    trusted root or name), so one signer never counts twice toward a threshold."""
+    if isinstance(authority, KeyAuthority):
+        return ("key", authority.key_sha256)
+    return ("keyless", authority.issuer, authority.subject or "", authority.subject_regexp or "")
 
 
 def _error(policy: Policy, message: str) -> Finding:
