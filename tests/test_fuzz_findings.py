@@ -4,16 +4,23 @@ so it stays fixed even when hypothesis does not happen to draw it again."""
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.admission_helpers import pod_review
+from tests.signing import public_pem
 from tests.test_fuzz_admission import fortress_policy
 from webhook.app import create_app
+from webhook.errors import PolicyError
+from webhook.policy import load_policy_text
+from webhook.scans import ScanReportError, fact_from_statement, ids_from_trivy
 from webhook.settings import Settings
 
 
@@ -93,3 +100,70 @@ async def test_mutate_answers_a_delete_with_a_malformed_object_not_a_500(
         response = await client.post("/mutate", json=review)
     assert response.status_code == 200
     assert response.json()["response"] == {"uid": review["request"]["uid"], "allowed": True}
+
+
+# ----------------------------------------------------------------- tests/test_fuzz_inputs.py
+
+
+def test_a_deeply_nested_policy_file_is_a_load_error_with_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"^deep\.yaml:1: invalid YAML: nested too deeply"):
+        load_policy_text("a: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml", base_dir=tmp_path)
+
+
+def test_a_sarif_scan_time_out_of_range_is_a_report_error_not_a_crash() -> None:
+    log = {"runs": [{"tool": {"driver": {"name": "x"}}, "results": []}]}
+    statement = SimpleNamespace(predicate_type="https://github.com/sealgate/attestation/sarif/v1",
+                                predicate=log, integrated_time=2**40, subject_digests=())
+    with pytest.raises(ScanReportError, match="integratedTime"):
+        fact_from_statement(statement, attestor="k")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["", "null", ".inf", ".nan", "1e300", "99999999999999h"])
+def test_an_unusable_max_age_is_a_load_error_naming_the_field(tmp_path: Path, value: str) -> None:
+    """`maxAge:` left empty crashed `policy lint` with a traceback (AttributeError); an
+    infinite or huge one with OverflowError."""
+    key = json.dumps(public_pem(ec.generate_private_key(ec.SECP256R1())).decode())
+    text = textwrap.dedent(f"""\
+        apiVersion: sealgate.dev/v1alpha1
+        kind: ImagePolicy
+        metadata: {{name: p}}
+        spec:
+          namespaces: {{match: ["prod"]}}
+          rules:
+            - name: base
+              images: ["docker.io/library/*"]
+              signatures: none
+              scan:
+                attestors: [{{name: k, key: {{publicKey: {key}}}}}]
+                maxAge: {value}
+        """)
+    with pytest.raises(PolicyError, match=r"^p\.yaml:12: scan\.maxAge: "):
+        load_policy_text(text, "p.yaml", base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("field", ["tags", "rules", "invocations", "results-rule"])
+def test_a_sarif_field_of_the_wrong_type_is_a_report_error_not_a_crash(field: str) -> None:
+    run: dict[str, Any] = {"tool": {"driver": {"name": "x", "rules": [
+        {"id": "CVE-1", "properties": {"tags": ["HIGH"]}}]}},
+        "results": [{"ruleId": "CVE-1"}]}
+    if field == "tags":
+        run["tool"]["driver"]["rules"][0]["properties"]["tags"] = True
+    elif field == "rules":
+        run["tool"]["driver"]["rules"] = 7
+    elif field == "invocations":
+        run["invocations"] = 7
+    else:
+        run["tool"]["driver"]["rules"][0]["properties"] = {"tags": 3.5}
+    statement = SimpleNamespace(predicate_type="https://github.com/sealgate/attestation/sarif/v1",
+                                predicate={"runs": [run]}, integrated_time=1_700_000_000,
+                                subject_digests=())
+    with pytest.raises(ScanReportError, match="SARIF log: "):
+        fact_from_statement(statement, attestor="k")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("vulnerabilities", [7, True, 2.5])
+def test_a_trivy_vulnerabilities_field_of_the_wrong_type_is_a_report_error(
+    vulnerabilities: Any
+) -> None:
+    with pytest.raises(ScanReportError, match="Trivy report: "):
+        ids_from_trivy({"Results": [{"Target": "x", "Vulnerabilities": vulnerabilities}]})

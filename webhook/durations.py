@@ -11,21 +11,17 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
 def parse_duration(value: str | int | float) -> timedelta:
     """Parse a duration; raise ValueError with the accepted forms when it is not one."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"invalid duration {value!r}: expected e.g. 8s, 10m, 168h")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"invalid duration {value!r}: must not be negative")
-        return timedelta(seconds=value)
+        return _timedelta(value, value)
     text = value.strip()
     try:
         seconds = float(text)
     except ValueError:
         pass
     else:
-        if seconds < 0:
-            raise ValueError(f"invalid duration {value!r}: must not be negative")
-        return timedelta(seconds=seconds)
+        return _timedelta(seconds, value)
     pos = 0
     total = 0.0
     for match in _PART.finditer(text):
@@ -35,4 +31,15 @@ def parse_duration(value: str | int | float) -> timedelta:
         pos = match.end()
     if not text or pos != len(text):
         raise ValueError(f"invalid duration {value!r}: expected e.g. 8s, 10m, 1h30m, 168h")
-    return timedelta(seconds=total)
+    return _timedelta(total, value)
+
+
+def _timedelta(seconds: float, value: object) -> timedelta:
+    if seconds != seconds:  # NaN
+        raise ValueError(f"invalid duration {value!r}: not a number")
+    if seconds < 0:
+        raise ValueError(f"invalid duration {value!r}: must not be negative")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # infinity, or beyond timedelta's ~2.7 million years
+        raise ValueError(f"invalid duration {value!r}: too long") from None

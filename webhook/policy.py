@@ -254,6 +254,8 @@ def compose_documents(
         raise error(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from exc
     except yaml.YAMLError as exc:
         raise error(f"{file}:1: invalid YAML: {exc}") from exc
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise error(f"{file}:1: invalid YAML: nested too deeply") from None
 
 
 def load_policy_text(text: str, file: str, *, base_dir: Path) -> list[Policy]:

@@ -43,6 +43,15 @@ def _collect(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
     return {severity: tuple(sorted(ids)) for severity, ids in found.items() if ids}
 
 
+def _list(value: object, what: str) -> list[Any]:
+    """A JSON list field that may be absent (null or missing means empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ScanReportError(f"{what} must be a list")
+    return value
+
+
 def normalise_severity(value: object) -> str:
     text = str(value or "").strip().upper()
     if text in SEVERITIES:
@@ -63,7 +72,9 @@ def ids_from_trivy(report: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     for index, result in enumerate(results):
         if not isinstance(result, dict):
             raise ScanReportError(f"Trivy report: Results[{index}] must be an object")
-        for vuln in result.get("Vulnerabilities") or ():
+        vulns = _list(result.get("Vulnerabilities"),
+                      f"Trivy report: Results[{index}].Vulnerabilities")
+        for vuln in vulns:
             if not isinstance(vuln, dict) or not isinstance(vuln.get("VulnerabilityID"), str):
                 raise ScanReportError(
                     f"Trivy report: Results[{index}] has a vulnerability without VulnerabilityID"
@@ -76,7 +87,7 @@ def _sarif_severity(rule: Mapping[str, Any]) -> str:
     properties = rule.get("properties") or {}
     if not isinstance(properties, dict):
         raise ScanReportError("SARIF log: a rule's properties must be an object")
-    for tag in properties.get("tags") or ():
+    for tag in _list(properties.get("tags"), "SARIF log: a rule's properties.tags"):
         if isinstance(tag, str) and tag.upper() in SEVERITIES:
             return tag.upper()
     score = properties.get("security-severity")
@@ -112,7 +123,7 @@ def ids_from_sarif(log: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     for run in runs:
         if not isinstance(run, dict):
             raise ScanReportError("SARIF log: each run must be an object")
-        for invocation in run.get("invocations") or ():
+        for invocation in _list(run.get("invocations"), "SARIF log: a run's invocations"):
             if isinstance(invocation, dict) and invocation.get("executionSuccessful") is False:
                 raise ScanReportError("SARIF log: the scan did not complete "
                                       "(invocations.executionSuccessful is false)")
@@ -125,7 +136,7 @@ def ids_from_sarif(log: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         if not isinstance(driver, dict):
             raise ScanReportError("SARIF log: tool.driver must be an object")
         rules = {
-            r["id"]: r for r in driver.get("rules") or ()
+            r["id"]: r for r in _list(driver.get("rules"), "SARIF log: tool.driver.rules")
             if isinstance(r, dict) and isinstance(r.get("id"), str)
         }
         for result in results:
@@ -207,7 +218,11 @@ def fact_from_statement(statement: ScanStatement, *, attestor: str) -> ScanFact:
             if isinstance(invocation, dict) and invocation.get("endTimeUtc"):
                 ended = parse_time(invocation["endTimeUtc"], "SARIF invocations.endTimeUtc")
     if ended is None and statement.integrated_time is not None:
-        ended = dt.datetime.fromtimestamp(statement.integrated_time, dt.UTC)
+        try:
+            ended = dt.datetime.fromtimestamp(statement.integrated_time, dt.UTC)
+        except (ValueError, OverflowError, OSError):
+            raise ScanReportError(f"SARIF attestation: integratedTime "
+                                  f"{statement.integrated_time} is out of range") from None
     if ended is None:
         raise ScanReportError("SARIF attestation has no scan time (invocations.endTimeUtc)")
     return ScanFact("attestation", ended, ids, attestor)
