@@ -215,6 +215,8 @@ def policy(arsenal: Arsenal) -> str:
         rule("regexp", host, keyless_authority(
             "ci", world_root,
             r"subjectRegExp: 'https://github\.com/acme/app/\.github/workflows/.+@refs/heads/main'")),
+        rule("mirror", host, authority_key("release", a.release),
+             extra=f'        signedReferences: ["{host}/upstream/**"]\n'),
         rule("rotated", host, keyless_authority("ci", rotated_root, f"subject: {WORKFLOW}")),
         rule("scan", host, authority_key("release", a.release)).rstrip("\n") + f"""
       scan:
@@ -352,6 +354,23 @@ def payload_bytes_not_matching_the_layer_digest(a: Arsenal, repo: str) -> str:
     a.tamper[f"/v2/{repo}/blobs/{sha256_digest(genuine[0])}"] = (
         swapped_payload, "application/octet-stream")
     return a.ref(repo)
+
+
+def signed_tag_pinned_to_an_unsigned_digest(a: Arsenal, repo: str) -> str:
+    """``repo:v1@sha256:<unsigned>``: the runtime pulls the digest, whatever v1 names."""
+    signed = a.image(repo)
+    a.sig(repo, signed, a.key_layer(a.release, repo, signed))
+    unsigned = a.image(repo, "other")
+    return f"{a.ref(repo)}@{unsigned}"
+
+
+def signed_for_upstream(upstream: str) -> Forgery:
+    """A mirror image whose signature names an upstream repository (signedReferences)."""
+    def forge(a: Arsenal, repo: str) -> str:
+        digest = a.image(repo)
+        a.sig(repo, digest, cosign_layer(a.release, f"{a.host}/{upstream}", digest))
+        return a.ref(repo)
+    return forge
 
 
 def index_signature_used_for_a_platform_manifest(a: Arsenal, repo: str) -> str:
@@ -648,6 +667,13 @@ ATTACKS = [
            platform_signature_used_for_the_index, SIG, "no signatures found"),
     attack("tag-moved-to-an-unsigned-image", "key", tag_moved_to_an_unsigned_image,
            SIG, "no signatures found"),
+    attack("signed-tag-pinned-to-an-unsigned-digest", "key",
+           signed_tag_pinned_to_an_unsigned_digest, SIG, "no signatures found"),
+    attack("signed-reference-outside-the-mirrors-upstream-glob", "mirror",
+           signed_for_upstream("upstream-evil/app"), SIG, "signature names repository",
+           "/upstream-evil/app, not"),
+    attack("signed-reference-of-the-upstreams-parent", "mirror",
+           signed_for_upstream("upstream"), SIG, "signature names repository"),
     # ---- first round, kept fixed: planted material is "not a signature", never onError
     attack("oversized-planted-layer-under-onError-allow", "lenient", oversized_planted_layer,
            SIG, "no signatures found", namespace="lenient"),
@@ -698,6 +724,10 @@ ATTACKS = [
            CI, "issuer mismatch: certificate's OIDC issuer is https://evil.example"),
     attack("keyless-subject-as-email", "keyless", keyless(
         leaf_uri=None, leaf_email="release@github.com"), CI, "subject mismatch"),
+    attack("keyless-issuer-v2-extension-wins-over-a-matching-v1", "keyless", keyless(
+        leaf_issuer="https://evil.example", leaf_issuer_v1=ISSUER), CI, "issuer mismatch"),
+    attack("keyless-sct-of-another-certificate", "keyless", keyless(
+        leaf_scts=lambda a: _leaf(a).scts), CI, "does not verify over this certificate"),
     attack("keyless-not-a-code-signing-certificate", "keyless",
            keyless(leaf_code_signing=False), CI, "not a code-signing certificate"),
     attack("keyless-payload-for-another-digest", "keyless", keyless(for_other_digest=True),
@@ -734,6 +764,12 @@ ATTACKS = [
             _leaf(a), statement(d), a.world.rekor,
             body=tlog_dsse_body(statement(d, SIGN_PREDICATE, {"other": 1}), b"{}", b"sig",
                                 _leaf(a).pem))), CI, "log entry payload hash does not match"),
+    attack("key-bundle-under-a-keyless-authority", "keyless", bundle(
+        lambda a, repo, d: key_bundle(a.release, statement(d))),
+        CI, "bundle is signed with a public key, but the authority is keyless"),
+    attack("keyless-bundle-under-a-key-authority", "key", bundle(
+        lambda a, repo, d: keyless_bundle(_leaf(a), statement(d), a.world.rekor)),
+        SIG, "bundle is signed with a certificate (keyless), but the authority is a key"),
     attack("key-bundle-by-a-stranger", "key", bundle(
         lambda a, repo, d: key_bundle(a.stranger, statement(d))),
         SIG, "bundle: DSSE envelope: signature does not verify with key"),
@@ -767,6 +803,7 @@ def release_and_second(a: Arsenal, repo: str) -> str:
 GENUINE: dict[str, Forgery] = {
     "key": signed_by("release"),
     "pair": release_and_second,
+    "mirror": signed_for_upstream("upstream/app"),
     "lenient": signed_by("release"),
     "tlog": tlog_layer(lambda a, repo, d, p, s: _with_bundle(s, _logged(a, p, s))),
     "keyless": keyless(),
