@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -35,6 +36,9 @@ from webhook.reload import PolicyReloader, load_policies
 from webhook.review import decide_request
 from webhook.settings import Settings
 
+if TYPE_CHECKING:
+    from webhook.kube.source import ClusterPolicies
+
 log = logging.getLogger("sealgate")
 
 
@@ -51,10 +55,11 @@ class AppState:
     gatherer: FactGatherer
     audit: AuditWriter
     metrics: Metrics
+    cluster: ClusterPolicies | None = None  # ImagePolicy objects (--policy-source crd|both)
 
     @property
     def policies(self) -> PolicySet:
-        return self.reloader.current
+        return self.cluster.current if self.cluster is not None else self.reloader.current
 
 
 def create_app(
@@ -69,21 +74,37 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics = Metrics()
-        initial = policies or load_policies(settings.policies, generation=1)
+        files = settings.policy_source != "crd"
+        initial = policies or (
+            load_policies(settings.policies, generation=1) if files else PolicySet((), 1)
+        )
         reloader = PolicyReloader(settings.policies, initial, metrics=metrics,
-                                  interval=settings.reload_interval)
+                                  interval=settings.reload_interval if files else 0)
         audit = AuditWriter(settings.audit_log)
         audit.open()
-        async with registry_facts(settings, metrics=metrics, transport=transport) as gatherer:
-            app.state.sealgate = AppState(settings, reloader, gatherer, audit, metrics)
+        async with contextlib.AsyncExitStack() as stack:
+            cluster = None
+            if settings.policy_source != "files":
+                from webhook.kube.source import ClusterPolicies, kube_client
+
+                client = kube_client(settings.kubeconfig)
+                stack.push_async_callback(client.close)
+                cluster = ClusterPolicies(client, (lambda: reloader.current) if files else None,
+                                          metrics=metrics)
+            gatherer = await stack.enter_async_context(
+                registry_facts(settings, metrics=metrics, transport=transport))
+            app.state.sealgate = AppState(settings, reloader, gatherer, audit, metrics, cluster)
             try:
-                async with reloader.running():
-                    yield
+                await stack.enter_async_context(reloader.running())
+                if cluster is not None:
+                    await stack.enter_async_context(cluster.running())
+                yield
             finally:
                 audit.close()
 
     routes = [
         Route("/validate", validate, methods=["POST"]),
+        Route("/validate-policy", validate_policy, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -194,6 +215,21 @@ async def validate(request: Request) -> Response:
         review.uid, allowed=decision.allowed, message=decision.message,
         warnings=decision.warnings,
     )
+    return JSONResponse(answer)
+
+
+async def validate_policy(request: Request) -> Response:
+    """ImagePolicy CREATE/UPDATE admission: every ``field: problem`` (SPEC §9)."""
+    from webhook.kube.validation import review_policy
+
+    state = _state(request)
+    try:
+        body = await _read_body(request, state.settings.max_body_bytes)
+        answer = await anyio.to_thread.run_sync(review_policy, body)
+    except BodyTooLarge:
+        return _error(413, f"request body over {state.settings.max_body_bytes} bytes")
+    except AdmissionError as exc:
+        return _error(400, f"malformed AdmissionReview: {exc}")
     return JSONResponse(answer)
 
 

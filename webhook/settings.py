@@ -12,6 +12,8 @@ from webhook.durations import parse_duration
 from webhook.errors import SealgateError
 from webhook.policy import Mode
 
+POLICY_SOURCES = ("files", "crd", "both")
+
 
 class SettingsError(SealgateError):
     """A setting has a value sealgate cannot use; the message names the variable."""
@@ -36,6 +38,8 @@ class Settings:
     success_ttl: float = 600.0  # verified signatures, scan results
     failure_ttl: float = 30.0  # definitive failures (unsigned, tag unknown, no scan)
     reload_interval: float = 1.0  # policy directory polling; 0 disables hot reload
+    policy_source: str = "files"  # files | crd | both (SPEC §9)
+    kubeconfig: Path | None = None  # None: in-cluster config, else $KUBECONFIG
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -97,9 +101,17 @@ class Settings:
             values["mode_override"] = None if v == "enforce" else v
         if (v := text("SEALGATE_MUTATE")) is not None:
             values["mutate"] = _bool(v, "SEALGATE_MUTATE")
+        if (v := text("SEALGATE_POLICY_SOURCE")) is not None:
+            values["policy_source"] = v
         settings = cls(**values)
         flags = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **flags) if flags else settings
+        settings = replace(settings, **flags) if flags else settings
+        if settings.policy_source not in POLICY_SOURCES:
+            raise SettingsError(
+                f"SEALGATE_POLICY_SOURCE / --policy-source: must be one of "
+                f"{', '.join(POLICY_SOURCES)}, not {settings.policy_source!r}"
+            )
+        return settings
 
 
 def _port(value: str, name: str) -> int:
