@@ -154,7 +154,7 @@ class KubeServer:
         peer = f"http://127.0.0.1:{peer_port}"
         etcd_log = open(root / "etcd.log", "wb")  # noqa: SIM115 - closed in stop()
         self._logs.append(etcd_log)
-        self._etcd = subprocess.Popen(  # noqa: S603 - our own command line
+        self._etcd = subprocess.Popen(
             [self._etcd_binary, "--data-dir", str(root / "etcd"),
              "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
              "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
@@ -181,7 +181,7 @@ class KubeServer:
         assert self._apiserver_binary is not None
         log = open(self._root / "apiserver.log", "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
-        self._apiserver = subprocess.Popen(  # noqa: S603
+        self._apiserver = subprocess.Popen(
             [str(self._apiserver_binary), *self._apiserver_args],
             stdout=log, stderr=subprocess.STDOUT,
         )
@@ -265,7 +265,7 @@ class KubeServer:
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this server; ``check``: raise with its stderr on failure."""
         kubectl = shutil.which("kubectl") or "kubectl"
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [kubectl, "--kubeconfig", str(self.kubeconfig), *args],
             input=input, capture_output=True, text=True, timeout=timeout, check=False,
         )

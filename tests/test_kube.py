@@ -126,7 +126,7 @@ def webhook(crd: KubeServer, registry: RegistryServer,
            "SEALGATE_CERT": str(certs / "tls.crt"), "SEALGATE_KEY": str(certs / "tls.key"),
            "SEALGATE_AUDIT_LOG": str(root / "audit.log"),
            "SEALGATE_INSECURE_REGISTRIES": registry.host}
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [sys.executable, "-m", "webhook", "serve", "--policies", str(policies),
          "--policy-source", "both", "--kubeconfig", str(kube.kubeconfig)],
         env=env, stdout=log_handle, stderr=subprocess.STDOUT,
@@ -278,7 +278,7 @@ def test_edit_in_force_within_2s_and_broken_edit_keeps_last_good(
     broken["spec"]["rules"][0]["signatures"]["authorities"][0]["key"]["publicKey"] = "nope"
     kube.apply(broken)
     _wait(lambda: _ready(kube, "team-edit")[0] == "False", 5, "Ready=False")
-    status, message, generation = _ready(kube, "team-edit")
+    _status, message, generation = _ready(kube, "team-edit")
     assert generation == 3
     assert "bad public key PEM" in message
     # still the last good version (key `other`): the signed image stays denied
@@ -315,7 +315,7 @@ def test_tools_accept_the_list_kubectl_prints(
     kube.apply(_policy("listed", ["team-list"], webhook.key, "r.example/**"))
     listing = kube.kubectl("get", "imagepolicies", "-o", "yaml").stdout
     (tmp_path / "cluster.yaml").write_text(listing)
-    lint = subprocess.run(  # noqa: S603
+    lint = subprocess.run(
         [sys.executable, "-m", "webhook", "policy", "lint", str(tmp_path)],
         capture_output=True, text=True, timeout=60, check=False,
     )
