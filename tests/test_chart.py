@@ -394,7 +394,8 @@ def test_deployment_hardening(rendered: dict[str, Rendered]) -> None:
         "--policies=/etc/sealgate/policies", "--log-level=info",
     ]
     assert result.env == {"SEALGATE_HOST": "0.0.0.0", "SEALGATE_PORT": "8443",
-                          "SEALGATE_DEADLINE": "8s", "SEALGATE_MUTATE": "false"}
+                          "SEALGATE_DEADLINE": "8s", "SEALGATE_MUTATE": "false",
+                          "SEALGATE_POLICY_SOURCE": "files"}
     assert container["image"] == "sealgate:0.1.0"
 
 

@@ -212,3 +212,8 @@ roll on certificate changes only (SPEC §8) -- never on policy edits, which are 
       resources: ["jobs", "cronjobs"]
       scope: Namespaced
 {{- end }}
+
+{{/* Whether sealgate watches ImagePolicy objects (and so talks to the API server). */}}
+{{- define "sealgate.watchesCRD" -}}
+{{- if ne .Values.policySource "files" }}true{{ end -}}
+{{- end }}
