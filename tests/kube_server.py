@@ -111,6 +111,7 @@ class KubeServer:
         self._apiserver_args: list[str] = []
         self._apiserver_binary: Path | None = None
         self._logs: list[Any] = []
+        self.etcd_url = ""
 
     @property
     def url(self) -> str:
@@ -148,6 +149,7 @@ class KubeServer:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         (root / "tokens.csv").write_text(f'{self.token},admin,admin-uid,"system:masters"\n')
         etcd_port, peer_port = _free_port(), _free_port()
+        self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.port = _free_port()
         # etcd reads ETCD_* variables as configuration: give it a clean environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
@@ -215,6 +217,13 @@ class KubeServer:
 
     def start_apiserver(self) -> None:
         self._launch_apiserver()
+
+    def etcd(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
+        """etcd's v3 JSON gateway (``kv/put``, ``kv/deleterange``, ``kv/compaction``)."""
+        answer = httpx.post(f"{self.etcd_url}/v3/{call}", json=body, timeout=10)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
 
     def stop(self) -> None:
         self._stop(self._apiserver)

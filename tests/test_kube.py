@@ -326,3 +326,40 @@ def test_tools_accept_the_list_kubectl_prints(
     assert "listed" in names
     kube.kubectl("delete", "imagepolicy", "listed")
 
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_watch_survives_restart_and_relists_on_410(
+    kube: KubeServer, webhook: Webhook, images: dict[str, str], registry: RegistryServer
+) -> None:
+    """The API server goes away; meanwhile the policy is deleted behind its back and the
+    history compacted, so the watch's resourceVersion is gone (410): sealgate relists and
+    the deleted policy leaves force. (Last in this module: it restarts the API server.)"""
+    kube.kubectl("create", "namespace", "team-gone")
+    kube.kubectl("label", "namespace", "team-gone", "sealgate-test=on")
+    kube.apply(_policy("gone-later", ["team-gone"], webhook.key, f"{registry.host}/kube/**"))
+    _wait(lambda: _ready(kube, "gone-later")[0] == "True", 5, "Ready=True")
+    assert _dry_run(kube, _deployment("team-gone", images["unsigned"])).returncode != 0
+    kube.stop_apiserver()
+    try:
+        kube.etcd("kv/deleterange",
+                  {"key": _b64("/registry/sealgate.dev/imagepolicies/gone-later")})
+        revision = 0
+        for n in range(3):
+            put = kube.etcd("kv/put", {"key": _b64(f"/sealgate-test/{n}"), "value": _b64("x")})
+            revision = int(put["header"]["revision"])
+        kube.etcd("kv/compaction", {"revision": str(revision), "physical": True})
+    finally:
+        kube.start_apiserver()
+    _wait(lambda: "relisting" in webhook.log_text(), 15, "a relist after 410 Gone")
+    _wait(lambda: _dry_run(kube, _deployment("team-gone", images["unsigned"])).returncode == 0,
+          5, "the policy deleted during the outage out of force")
+    assert "watch interrupted" in webhook.log_text()  # it kept trying during the outage
+    # and watching again afterwards: a new object is in force
+    kube.apply(_policy("after-restart", ["team-gone"], webhook.key, f"{registry.host}/kube/**"))
+    _wait(lambda: _dry_run(kube, _deployment("team-gone", images["unsigned"])).returncode != 0,
+          5, "a policy created after the restart in force")
+    kube.kubectl("delete", "imagepolicy", "after-restart")

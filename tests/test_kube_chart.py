@@ -46,7 +46,8 @@ def chart() -> Any:
 
 
 def test_chart_crd_is_what_the_schema_generates() -> None:
-    """One model: regenerate with `sealgate policy crd > charts/sealgate/crds/imagepolicies.yaml`."""
+    """One model: regenerate with `sealgate policy crd > charts/sealgate/crds/imagepolicies.yaml`.
+    """
     assert CRD_FILE.read_text(encoding="utf-8") == crd_yaml()
     printed = subprocess.run(
         [sys.executable, "-m", "webhook", "policy", "crd"],

@@ -61,7 +61,11 @@ def check_object(obj: Mapping[str, Any]) -> Checked:
     try:
         policies = load_policy_text(text, source, base_dir=_BASE_DIR)
     except PolicyError as exc:
-        problems.extend(_strip_location(line, source) for line in str(exc).splitlines())
+        for line in str(exc).splitlines():
+            problem = _strip_location(line, source)
+            if problems and "cannot read key.file" in problem:
+                continue  # already said: a cluster object names no file
+            problems.append(problem)
     else:
         policy = policies[0] if policies else None
     if problems:
