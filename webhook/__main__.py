@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--kubeconfig", type=Path,
                        help="kubeconfig for --policy-source crd|both (default: in-cluster "
                             "config, else $KUBECONFIG)")
+    serve.add_argument("--pod-pull-secrets", action="store_true", default=None,
+                       help="registry credentials from pods' imagePullSecrets and their "
+                            "ServiceAccount's (SEALGATE_POD_PULL_SECRETS)")
     serve.add_argument("--log-level", default="info", help="uvicorn/sealgate log level")
 
     certs = commands.add_parser("certs", help="write a CA and a serving certificate")
@@ -123,6 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         host=args.host, port=args.port, policies=args.policies, cert=args.cert, key=args.key,
         audit_log=args.audit_log, policy_source=args.policy_source, kubeconfig=args.kubeconfig,
+        pod_pull_secrets=args.pod_pull_secrets,
     )
     if settings.cert is None or settings.key is None:
         print("sealgate: serve needs --cert and --key (or SEALGATE_CERT/SEALGATE_KEY); "

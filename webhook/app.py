@@ -32,11 +32,13 @@ from webhook.facts import FactGatherer, registry_facts
 from webhook.metrics import CONTENT_TYPE_LATEST, Metrics
 from webhook.mutation import digest_patch
 from webhook.policy import PolicySet
+from webhook.registry import RegistryCredentials, request_credentials
 from webhook.reload import PolicyReloader, load_policies
 from webhook.review import decide_request
 from webhook.settings import Settings
 
 if TYPE_CHECKING:
+    from webhook.kube.pullsecrets import PullSecrets
     from webhook.kube.source import ClusterPolicies
 
 log = logging.getLogger("sealgate")
@@ -56,6 +58,7 @@ class AppState:
     audit: AuditWriter
     metrics: Metrics
     cluster: ClusterPolicies | None = None  # ImagePolicy objects (--policy-source crd|both)
+    pull_secrets: PullSecrets | None = None  # SEALGATE_POD_PULL_SECRETS
 
     @property
     def policies(self) -> PolicySet:
@@ -83,17 +86,25 @@ def create_app(
         audit = AuditWriter(settings.audit_log)
         audit.open()
         async with contextlib.AsyncExitStack() as stack:
-            cluster = None
-            if settings.policy_source != "files":
+            cluster = pull_secrets = None
+            if settings.policy_source != "files" or settings.pod_pull_secrets:
                 from webhook.kube.source import ClusterPolicies, kube_client
 
                 client = kube_client(settings.kubeconfig)
                 stack.push_async_callback(client.close)
-                cluster = ClusterPolicies(client, (lambda: reloader.current) if files else None,
-                                          metrics=metrics)
+                if settings.policy_source != "files":
+                    cluster = ClusterPolicies(
+                        client, (lambda: reloader.current) if files else None, metrics=metrics)
+                if settings.pod_pull_secrets:
+                    from webhook.kube.pullsecrets import PullSecrets
+
+                    config = (RegistryCredentials.from_file(settings.registry_auth)
+                              if settings.registry_auth is not None else None)
+                    pull_secrets = PullSecrets(client, config)
             gatherer = await stack.enter_async_context(
                 registry_facts(settings, metrics=metrics, transport=transport))
-            app.state.sealgate = AppState(settings, reloader, gatherer, audit, metrics, cluster)
+            app.state.sealgate = AppState(settings, reloader, gatherer, audit, metrics, cluster,
+                                          pull_secrets)
             try:
                 await stack.enter_async_context(reloader.running())
                 if cluster is not None:
@@ -172,13 +183,15 @@ async def _review(request: Request, state: AppState) -> AdmissionRequest | JSONR
 
 
 async def _decide(state: AppState, review: AdmissionRequest) -> Decision:
-    return await decide_request(
-        review,
-        policies=state.policies,
-        facts=state.gatherer,
-        deadline=state.settings.deadline,
-        mode_override=state.settings.mode_override,
-    )
+    chain = await state.pull_secrets.chain(review) if state.pull_secrets is not None else None
+    with request_credentials(chain):
+        return await decide_request(
+            review,
+            policies=state.policies,
+            facts=state.gatherer,
+            deadline=state.settings.deadline,
+            mode_override=state.settings.mode_override,
+        )
 
 
 def _strictest_mode(decision: Decision) -> str:

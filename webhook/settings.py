@@ -40,6 +40,7 @@ class Settings:
     reload_interval: float = 1.0  # policy directory polling; 0 disables hot reload
     policy_source: str = "files"  # files | crd | both (SPEC §9)
     kubeconfig: Path | None = None  # None: in-cluster config, else $KUBECONFIG
+    pod_pull_secrets: bool = False  # registry credentials from pods' imagePullSecrets
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -101,6 +102,8 @@ class Settings:
             values["mode_override"] = None if v == "enforce" else v
         if (v := text("SEALGATE_MUTATE")) is not None:
             values["mutate"] = _bool(v, "SEALGATE_MUTATE")
+        if (v := text("SEALGATE_POD_PULL_SECRETS")) is not None:
+            values["pod_pull_secrets"] = _bool(v, "SEALGATE_POD_PULL_SECRETS")
         if (v := text("SEALGATE_POLICY_SOURCE")) is not None:
             values["policy_source"] = v
         settings = cls(**values)

@@ -13,15 +13,29 @@ The names below are the package's interface; import them from ``webhook.registry
 from webhook.registry.auth import DEFAULT_TOKEN_TTL
 from webhook.registry.client import RegistryClient
 from webhook.registry.content import MAX_BLOB_BYTES, MAX_MANIFEST_BYTES, MAX_SIGNATURE_LAYERS
-from webhook.registry.credentials import RegistryCredentials
+from webhook.registry.credentials import (
+    ACTIVE_CREDENTIAL,
+    REQUEST_CREDENTIALS,
+    Credential,
+    RegistryCredentials,
+    credentials_for,
+    request_credentials,
+    using_credential,
+)
 from webhook.registry.referrers import NoBundleLayerError
 
 __all__ = [
+    "ACTIVE_CREDENTIAL",
     "DEFAULT_TOKEN_TTL",
     "MAX_BLOB_BYTES",
     "MAX_MANIFEST_BYTES",
     "MAX_SIGNATURE_LAYERS",
+    "REQUEST_CREDENTIALS",
+    "Credential",
     "NoBundleLayerError",
     "RegistryClient",
     "RegistryCredentials",
+    "credentials_for",
+    "request_credentials",
+    "using_credential",
 ]

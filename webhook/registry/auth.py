@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from webhook.errors import RegistryError
+from webhook.errors import RegistryAuthError, RegistryError
 from webhook.references import ImageReference
 from webhook.registry.content import _describe, _prune_expiring, _read_capped
-from webhook.registry.credentials import RegistryCredentials
+from webhook.registry.credentials import ACTIVE_CREDENTIAL, RegistryCredentials
 
 # Docker's token spec: a token without expires_in lives 60 s.
 DEFAULT_TOKEN_TTL = 60.0
@@ -40,6 +40,11 @@ class _Challenge:
     params: Mapping[str, str]
 
 
+def _token_key(registry: str, scope: str) -> tuple[str, str, str]:
+    active = ACTIVE_CREDENTIAL.get()
+    return registry, scope, active.source if active is not None else ""
+
+
 class Authenticator:
     """Authorization header values for one client's requests, and the state behind them."""
 
@@ -55,28 +60,38 @@ class Authenticator:
         self._credentials = credentials
         self._insecure = insecure
         self._clock = clock
-        # (registry, scope) -> (token, monotonic expiry)
-        self.tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        # (registry, scope, credential source) -> (token, monotonic expiry): a token got
+        # with one namespace's pull secret is never used for another credential
+        self.tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         # registries that challenged with Basic: send credentials up front next time
         self._basic: set[str] = set()
 
     def forget(self, registry: str, scope: str) -> None:
         """Drop a cached token the registry no longer takes."""
-        self.tokens.pop((registry, scope), None)
+        self.tokens.pop(_token_key(registry, scope), None)
 
     def known_authorization(self, registry: str, scope: str) -> str | None:
-        cached = self.tokens.get((registry, scope))
+        cached = self.tokens.get(_token_key(registry, scope))
         if cached is not None:
             token, expiry = cached
             if self._clock() < expiry:
                 return f"Bearer {token}"
-            del self.tokens[(registry, scope)]
+            del self.tokens[_token_key(registry, scope)]
         if registry in self._basic:
             return self._basic_authorization(registry)
         return None
 
+    def has_credentials(self, registry: str) -> bool:
+        return self._credentials is not None and self._credentials.lookup(registry) is not None
+
+    def _lookup(self, registry: str) -> tuple[str, str] | None:
+        """The credentials in use: the active credential's (pod pull secrets), else ours."""
+        active = ACTIVE_CREDENTIAL.get()
+        credentials = active.credentials if active is not None else self._credentials
+        return credentials.lookup(registry) if credentials is not None else None
+
     def _basic_authorization(self, registry: str) -> str | None:
-        creds = self._credentials.lookup(registry) if self._credentials else None
+        creds = self._lookup(registry)
         if creds is None:
             return None
         return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
@@ -97,7 +112,7 @@ class Authenticator:
         if "basic" in by_scheme:
             authorization = self._basic_authorization(ref.registry)
             if authorization is None:
-                raise RegistryError(
+                raise RegistryAuthError(
                     f"registry {ref.registry} requires credentials for repository "
                     f"{ref.repository} ({what}); none are configured for {ref.registry}"
                 )
@@ -121,7 +136,7 @@ class Authenticator:
         params = {"scope": challenge.params.get("scope") or scope}
         if challenge.params.get("service"):
             params["service"] = challenge.params["service"]
-        creds = self._credentials.lookup(ref.registry) if self._credentials else None
+        creds = self._lookup(ref.registry)
         # Never send the password in clear text to a host the operator did not mark insecure.
         if creds is not None and realm_url.scheme == "http" and (
             realm_url.netloc not in self._insecure
@@ -149,7 +164,7 @@ class Authenticator:
             ) from exc
         if status in (401, 403):
             hint = "credentials were rejected" if creds else "anonymous access was refused"
-            raise RegistryError(
+            raise RegistryAuthError(
                 f"registry {ref.registry}: {hint} fetching a {token_what} (HTTP {status})"
             )
         if status != 200:
@@ -173,7 +188,7 @@ class Authenticator:
         )
         expiry = self._clock() + max(lifetime - _TOKEN_EXPIRY_MARGIN, lifetime / 2)
         _prune_expiring(self.tokens, lambda cached: cached[1], self._clock())
-        self.tokens[(ref.registry, scope)] = (token, expiry)
+        self.tokens[_token_key(ref.registry, scope)] = (token, expiry)
         return token
 
 

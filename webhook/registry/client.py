@@ -23,7 +23,12 @@ from collections.abc import Callable, Mapping
 import anyio
 import httpx
 
-from webhook.errors import ManifestUnknownError, RegistryContentError, RegistryError
+from webhook.errors import (
+    ManifestUnknownError,
+    RegistryAuthError,
+    RegistryContentError,
+    RegistryError,
+)
 from webhook.oci import MANIFEST_MEDIA_TYPES, Descriptor, Manifest, SignatureLayer
 from webhook.references import DOCKER_HUB, ImageReference
 from webhook.registry import referrers as _referrers
@@ -84,6 +89,11 @@ class RegistryClient:
         )
 
     # ----------------------------------------------------------------- public API
+
+    def credential_source(self, registry: str) -> str:
+        """``config`` when SEALGATE_REGISTRY_AUTH has credentials for ``registry``, else
+        ``anonymous`` (what an audit line names when pod pull secrets are off)."""
+        return "config" if self._auth.has_credentials(registry) else "anonymous"
 
     def base_url(self, registry: str) -> str:
         """``https://host[:port]`` (``http://`` when insecure); Docker Hub's API host."""
@@ -261,7 +271,7 @@ class RegistryClient:
                 follow_redirects=follow_redirects,
             )
             if fetched.status in (401, 403):
-                raise RegistryError(
+                raise RegistryAuthError(
                     f"registry {ref.registry} refused access to repository {ref.repository} "
                     f"after authenticating (HTTP {fetched.status}) for {what}"
                     f"{_error_code(fetched.content)}"
@@ -269,7 +279,7 @@ class RegistryClient:
         if fetched.status in (200, 404):
             return fetched
         if fetched.status == 403:
-            raise RegistryError(
+            raise RegistryAuthError(
                 f"registry {ref.registry} denied access to repository {ref.repository} "
                 f"(HTTP 403) for {what}{_error_code(fetched.content)}"
             )

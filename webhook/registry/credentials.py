@@ -9,7 +9,10 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -130,3 +133,59 @@ def _entry_credentials(entry: Mapping[str, Any]) -> tuple[str, str] | None:
     if not isinstance(secret, str):
         raise _BadEntry('"password" must be a string when "username" is given')
     return user, secret
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """Credentials and where they came from: ``secret/NAMESPACE/NAME``, ``config`` or
+    ``anonymous`` (what the audit line records; never the secret itself)."""
+
+    source: str
+    credentials: RegistryCredentials | None
+
+    def has(self, registry: str) -> bool:
+        return self.credentials is not None and self.credentials.lookup(registry) is not None
+
+
+# The credential registry requests of the current task use (pod pull secrets, SPEC §9);
+# unset: the client's own (SEALGATE_REGISTRY_AUTH). Tasks inherit it from their parent.
+ACTIVE_CREDENTIAL: ContextVar[Credential | None] = ContextVar(
+    "sealgate_registry_credential", default=None
+)
+
+
+@contextmanager
+def using_credential(credential: Credential | None) -> Iterator[None]:
+    """Registry requests inside the block authenticate with ``credential``."""
+    token = ACTIVE_CREDENTIAL.set(credential)
+    try:
+        yield
+    finally:
+        ACTIVE_CREDENTIAL.reset(token)
+
+
+# The credentials a request may use, in order (pod pull secrets, SPEC §9): each image
+# takes the first one the registry accepts. Unset: the client's own, as before.
+REQUEST_CREDENTIALS: ContextVar[tuple[Credential, ...] | None] = ContextVar(
+    "sealgate_request_credentials", default=None
+)
+
+
+@contextmanager
+def request_credentials(chain: tuple[Credential, ...] | None) -> Iterator[None]:
+    token = REQUEST_CREDENTIALS.set(chain)
+    try:
+        yield
+    finally:
+        REQUEST_CREDENTIALS.reset(token)
+
+
+def credentials_for(registry: str) -> tuple[Credential, ...] | None:
+    """The request's credentials worth trying on ``registry``: those holding an entry for
+    it, then anonymous; None when the request has no chain."""
+    chain = REQUEST_CREDENTIALS.get()
+    if chain is None:
+        return None
+    usable = tuple(c for c in chain if c.credentials is None or c.has(registry))
+    return usable or (Credential("anonymous", None),)
+
