@@ -125,3 +125,45 @@ def test_rbac_grants_exactly_what_crd_mode_needs(chart: Any, kube: KubeServer) -
     finally:
         kube.kubectl("delete", "imagepolicy", "production", "staging", "--ignore-not-found",
                      check=False)
+
+
+def test_rbac_reads_secrets_only_with_pod_pull_secrets(chart: Any, kube: KubeServer) -> None:
+    """Same release upgraded with podPullSecrets on: get secrets and serviceaccounts (by
+    name); still no listing, no changing secrets, no pods. Then off again: no secrets."""
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+
+    def install(values: dict[str, Any]) -> None:
+        result = render(chart, values)
+        kube.apply([o for o in result.objects if o["kind"] in wanted])
+
+    install({"policySource": "crd", "podPullSecrets": {"enabled": True}})
+    assert _can(kube, "get", "secrets", "-n", "team-a")
+    assert _can(kube, "get", "serviceaccounts", "-n", "team-a")
+    assert _can(kube, "watch", "imagepolicies.sealgate.dev")
+    assert not _can(kube, "list", "secrets", "-n", "team-a")
+    assert not _can(kube, "watch", "secrets", "-n", "team-a")
+    assert not _can(kube, "update", "secrets", "-n", "team-a")
+    assert not _can(kube, "create", "secrets", "-n", "team-a")
+    assert not _can(kube, "delete", "secrets", "-n", "team-a")
+    assert not _can(kube, "create", "pods", "-n", "team-a")
+
+    install({"policySource": "files", "podPullSecrets": {"enabled": True}})
+    assert _can(kube, "get", "secrets", "-n", "team-a")
+    assert not _can(kube, "watch", "imagepolicies.sealgate.dev")
+
+    install({"policySource": "crd", "podPullSecrets": {"enabled": False}})
+    assert not _can(kube, "get", "secrets", "-n", "team-a")
+    assert not _can(kube, "get", "serviceaccounts", "-n", "team-a")
+    assert _can(kube, "watch", "imagepolicies.sealgate.dev")
+
+
+def test_pull_secrets_setting_reaches_the_pod(chart: Any) -> None:
+    result = render(chart, {"podPullSecrets": {"enabled": True}})
+    pod = result.one("Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["SEALGATE_POD_PULL_SECRETS"] == "true"
+    assert pod["automountServiceAccountToken"] is True
+    rules = result.one("ClusterRole")["rules"]
+    assert rules == [{"apiGroups": [""], "resources": ["secrets", "serviceaccounts"],
+                      "verbs": ["get"]}]

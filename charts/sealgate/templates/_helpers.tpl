@@ -217,3 +217,8 @@ roll on certificate changes only (SPEC §8) -- never on policy edits, which are 
 {{- define "sealgate.watchesCRD" -}}
 {{- if ne .Values.policySource "files" }}true{{ end -}}
 {{- end }}
+
+{{/* Whether sealgate calls the API server at all (its pods then get a token). */}}
+{{- define "sealgate.usesAPI" -}}
+{{- if or (include "sealgate.watchesCRD" .) .Values.podPullSecrets.enabled }}true{{ end -}}
+{{- end }}
