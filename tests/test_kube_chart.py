@@ -70,13 +70,14 @@ def test_crd_spec_follows_the_schema() -> None:
 
 
 def test_files_mode_has_no_rbac_and_no_token(chart: Any) -> None:
-    result = render(chart, {})
+    result = render(chart, {"policySource": "files"})
     assert not result.all("ClusterRole") and not result.all("ImagePolicy")
     assert result.one("Deployment")["spec"]["template"]["spec"][
         "automountServiceAccountToken"] is False
 
 
 def test_crd_mode_renders_policies_as_objects(chart: Any) -> None:
+    assert render(chart, {}).env["SEALGATE_POLICY_SOURCE"] == "crd"  # the chart's default
     result = render(chart, {"policySource": "crd", "policies": {"p.yaml": POLICY}})
     objects = result.all("ImagePolicy")
     assert [o["metadata"]["name"] for o in objects] == ["production", "staging"]
@@ -159,7 +160,7 @@ def test_rbac_reads_secrets_only_with_pod_pull_secrets(chart: Any, kube: KubeSer
 
 
 def test_pull_secrets_setting_reaches_the_pod(chart: Any) -> None:
-    result = render(chart, {"podPullSecrets": {"enabled": True}})
+    result = render(chart, {"policySource": "files", "podPullSecrets": {"enabled": True}})
     pod = result.one("Deployment")["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["SEALGATE_POD_PULL_SECRETS"] == "true"
