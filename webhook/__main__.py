@@ -71,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--namespace", help="only this namespace (a glob works too)")
     report.add_argument("--output", "-o", choices=("table", "json"), default="table")
 
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chains of audit logs (exit 1 naming the first bad line)",
+        description="Follow every chain (workers, replicas, restarts) through the files, "
+                    "oldest first; print each chain's id, first and last seq and line count. "
+                    "Exit 0 when all are intact, 1 naming file:line of the first edited, "
+                    "missing, reordered or duplicated line of each broken chain, 2 when a "
+                    "file cannot be read.")
+    verify.add_argument("logs", nargs="+", type=Path, metavar="LOG",
+                        help="audit log files, oldest first (rotated files before the current)")
+    verify.add_argument("--key", type=Path,
+                        help="the SEALGATE_AUDIT_KEY file the chains were written with")
+
     replay = commands.add_parser(
         "replay", help="re-decide recorded admissions under other policies",
         description="Re-decide each admission of an audit log under the policies of DIR, "
@@ -95,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "policy":
             return _policy(args)
         if args.command == "audit":
+            if args.audit_command == "verify":
+                return _audit_verify(args)
             return _audit_report(args)
         if args.command == "replay":
             return _replay(args)
@@ -258,6 +272,19 @@ def _audit_report(args: argparse.Namespace) -> int:
     report = build_report(_read_log(args.log), since=since, namespace=args.namespace)
     print(report.to_json() if args.output == "json" else report.render())
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from webhook.auditchain import read_key, read_log_lines, render, verify_lines
+
+    key = read_key(args.key) if args.key is not None else None
+    try:
+        result = verify_lines(read_log_lines(args.logs), key)
+    except OSError as exc:
+        print(f"sealgate: cannot read audit log: {exc}", file=sys.stderr)
+        return 2
+    print(render(result))
+    return 0 if result.intact else 1
 
 
 def _replay(args: argparse.Namespace) -> int:
