@@ -286,3 +286,13 @@ async def test_a_full_audit_pipe_holds_up_only_its_own_answer(
     finally:
         os.close(reader)
         os.close(filler)
+
+
+async def test_audit_chain_head_is_exported(env: Env) -> None:
+    """A log cut short after the fact shows against sealgate_audit_last_seq (SPEC §9)."""
+    for _ in range(2):
+        await env.post(pod_review("nginx", namespace="dev"))
+    lines = env.audit_lines()
+    assert [line["seq"] for line in lines] == [0, 1]
+    metrics = (await env.client.get("/metrics")).text
+    assert f'sealgate_audit_last_seq{{chain="{lines[0]["chain"]}"}} 1.0' in metrics
