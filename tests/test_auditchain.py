@@ -173,14 +173,14 @@ def test_a_failed_write_leaves_no_gap_in_the_chain(tmp_path: Path) -> None:
     log = tmp_path / "audit.log"
     writer = write(log, 2)
     writer.close()
-    writer._fd = -1  # noqa: SLF001 - a descriptor that refuses every write
+    writer._fd = -1
 
     async def fail() -> None:
         await writer.append(record(99))
 
     with pytest.raises(Exception, match="cannot write audit log"):
         asyncio.run(fail())
-    writer._fd = None  # noqa: SLF001 - reopened on the next write
+    writer._fd = None
     write(log, 1, writer=writer)
     result = verify_lines(read_log_lines([log]))
     assert result.intact and result.chains[0].last_seq == 2
