@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", type=Path, help="TLS private key PEM (SEALGATE_KEY)")
     serve.add_argument("--audit-log", type=Path, help="audit log file (SEALGATE_AUDIT_LOG)")
     serve.add_argument("--log-level", default="info", help="uvicorn/sealgate log level")
+    serve.add_argument("--workers", type=int,
+                       help="processes serving the port (SEALGATE_WORKERS, default 1)")
 
     certs = commands.add_parser("certs", help="write a CA and a serving certificate")
     certs.add_argument("--out", type=Path, default=Path("certs"), help="output directory")
@@ -119,16 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from webhook.app import create_app
-    from webhook.reload import load_policies
+    from webhook.serving import serve
     from webhook.settings import Settings
-    from webhook.tls import CertificateReloader
 
     settings = Settings.from_env(
         host=args.host, port=args.port, policies=args.policies, cert=args.cert, key=args.key,
-        audit_log=args.audit_log,
+        audit_log=args.audit_log, workers=args.workers,
     )
     if settings.cert is None or settings.key is None:
         print("sealgate: serve needs --cert and --key (or SEALGATE_CERT/SEALGATE_KEY); "
@@ -138,35 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"sealgate: {path}: no such file", file=sys.stderr)
             return 2
-    # Load once before binding (policies and the trust roots they name, as every reload
-    # does): a missing or broken policy directory is a start-up error.
-    policies = load_policies(settings.policies, generation=1)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request
-    logging.getLogger("sealgate").info(
-        "loaded %d policies from %s", len(policies.policies), settings.policies
-    )
-    config = uvicorn.Config(
-        create_app(settings, policies=policies),
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=str(settings.cert),
-        ssl_keyfile=str(settings.key),
-        log_level=args.log_level,
-        access_log=False,
-        lifespan="on",
-    )
-    config.load()  # builds the SSLContext the reloader keeps current
-    assert config.ssl is not None
-    certificates = CertificateReloader(config.ssl, settings.cert, settings.key,
-                                       interval=settings.reload_interval)
-    certificates.start()
-    try:
-        uvicorn.Server(config).run()
-    finally:
-        certificates.stop()
-    return 0
+    return serve(settings, log_level=args.log_level)
 
 
 def _certs(args: argparse.Namespace) -> int:

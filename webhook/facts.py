@@ -10,6 +10,7 @@ concurrent requests (single-flight), errors never remembered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -29,7 +30,7 @@ from webhook.errors import (
 )
 from webhook.harbor import HarborClient
 from webhook.metrics import Metrics
-from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, SignatureLayer
+from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, Descriptor, SignatureLayer
 from webhook.policy import Authority, KeyAuthority, KeylessAuthority, ScanRequirement
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient, RegistryCredentials
@@ -290,12 +291,24 @@ class FactGatherer:
         )
         return layers
 
+    async def _referrers(self, ref: ImageReference, digest: str) -> list[Descriptor]:
+        """The image's referrers, listed once for signatures and attestations (not stored)."""
+
+        async def fetch() -> list[Descriptor]:
+            return await self.registry.referrers(ref, digest)
+
+        listed, _ = await self.cache.get_or_fetch(
+            "referrers", (ref.name, digest), fetch, lambda _v: "error"
+        )
+        return listed
+
     async def _bundles(self, ref: ImageReference, digest: str) -> list[FetchedBundle]:
         """Sigstore bundle referrers (cosign v3), fetched once for all authorities."""
 
         async def fetch() -> list[FetchedBundle]:
             return await fetch_bundles(
-                self.registry, ref, digest, predicate_type=COSIGN_SIGN_PREDICATE
+                self.registry, ref, digest, predicate_type=COSIGN_SIGN_PREDICATE,
+                referrers=await self._referrers(ref, digest),
             )
 
         bundles, _ = await self.cache.get_or_fetch(
@@ -304,48 +317,62 @@ class FactGatherer:
         return bundles
 
     async def _verify(self, check: SignatureCheck, ref: ImageReference, digest: str) -> Outcome:
-        """Satisfied by any legacy `.sig` layer or any bundle referrer that verifies."""
+        """Satisfied by any legacy `.sig` layer or any bundle referrer that verifies.
+
+        The referrers listing starts at once beside the `.sig` manifest (scan
+        attestations need it too, and it keeps the critical path at three round trips),
+        but bundles are fetched only when no legacy signature satisfied the authority.
+        """
         authority = check.authority
         errors: list[str] = []
         reasons: list[str] = []
         layers: list[SignatureLayer] = []
-        bundles: list[FetchedBundle] = []
+        listing = asyncio.ensure_future(self._referrers(ref, digest))
         try:
-            layers = await self._layers(ref, digest)
-        except RegistryContentError as exc:
-            # planted garbage is not a signature, and must not hand the decision to onError
-            reasons.append(f"unusable signature manifest: {exc}")
-        except RegistryError as exc:
-            errors.append(f"fetching signatures: {exc}")
-        try:
-            bundles = await self._bundles(ref, digest)
-        except RegistryContentError as exc:
-            reasons.append(f"unusable referrers: {exc}")
-        except RegistryError as exc:
-            errors.append(f"fetching signature bundles: {exc}")
-        if layers:
-            # keyless chains/SCTs/SETs, and many or large key-signed layers: enough CPU to
-            # keep off the event loop
-            verify_layers = (
-                self._verify_key_layers if isinstance(authority, KeyAuthority)
-                else self._verify_keyless_layers
-            )
-            outcome = await anyio.to_thread.run_sync(
-                verify_layers, check, authority, ref, digest, layers  # type: ignore[arg-type]
-            )
-            if outcome.status == "ok":
-                return outcome
-            (errors if outcome.status == "error" else reasons).append(outcome.reason)
-        if bundles:
             try:
-                # sigstore-python runs in a worker thread (verify_bundle)
-                await verify_image_bundles(bundles, bundle_trust(authority), image_digest=digest)
-            except VerificationError as exc:
-                reasons.append(f"bundle: {exc}")
-            except SealgateError as exc:  # a trusted root that does not load
-                errors.append(f"bundle: {exc}")
-            else:
-                return Outcome("ok")
+                layers = await self._layers(ref, digest)
+            except RegistryContentError as exc:
+                # planted garbage is not a signature, and must not hand the decision to onError
+                reasons.append(f"unusable signature manifest: {exc}")
+            except RegistryError as exc:
+                errors.append(f"fetching signatures: {exc}")
+            if layers:
+                # keyless chains/SCTs/SETs, and many or large key-signed layers: enough CPU to
+                # keep off the event loop
+                verify_layers = (
+                    self._verify_key_layers if isinstance(authority, KeyAuthority)
+                    else self._verify_keyless_layers
+                )
+                outcome = await anyio.to_thread.run_sync(
+                    verify_layers, check, authority, ref, digest, layers  # type: ignore[arg-type]
+                )
+                if outcome.status == "ok":
+                    return outcome
+                (errors if outcome.status == "error" else reasons).append(outcome.reason)
+            bundles: list[FetchedBundle] = []
+            try:
+                await listing
+                bundles = await self._bundles(ref, digest)
+            except RegistryContentError as exc:
+                reasons.append(f"unusable referrers: {exc}")
+            except RegistryError as exc:
+                errors.append(f"fetching signature bundles: {exc}")
+            if bundles:
+                try:
+                    # sigstore-python runs in a worker thread (verify_bundle)
+                    await verify_image_bundles(bundles, bundle_trust(authority),
+                                               image_digest=digest)
+                except VerificationError as exc:
+                    reasons.append(f"bundle: {exc}")
+                except SealgateError as exc:  # a trusted root that does not load
+                    errors.append(f"bundle: {exc}")
+                else:
+                    return Outcome("ok")
+        finally:
+            if not listing.done():
+                listing.cancel()
+            elif not listing.cancelled():
+                listing.exception()  # retrieved: its error, if any, was reported above
         if errors:
             return Outcome("error", "; ".join(errors + reasons))
         if not reasons:
@@ -462,7 +489,9 @@ class FactGatherer:
 
     async def _attached(self, ref: ImageReference, digest: str) -> AttachedAttestations:
         async def fetch() -> AttachedAttestations:
-            return await fetch_attestations(self.registry, ref, digest)
+            return await fetch_attestations(
+                self.registry, ref, digest,
+                list_referrers=lambda: self._referrers(ref, digest))
 
         attached, _ = await self.cache.get_or_fetch(
             "attestation-material", (ref.name, digest), fetch, lambda _v: "error"
