@@ -41,6 +41,8 @@ class Settings:
     policy_source: str = "files"  # files | crd | both (SPEC §9)
     kubeconfig: Path | None = None  # None: in-cluster config, else $KUBECONFIG
     pod_pull_secrets: bool = False  # registry credentials from pods' imagePullSecrets
+    audit_key: Path | None = None  # file with the HMAC key of the audit chain (SPEC §9)
+    workers: int = 1  # processes serving one port (SPEC §9)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -62,6 +64,7 @@ class Settings:
             ("key", "SEALGATE_KEY"),
             ("audit_log", "SEALGATE_AUDIT_LOG"),
             ("registry_auth", "SEALGATE_REGISTRY_AUTH"),
+            ("audit_key", "SEALGATE_AUDIT_KEY"),
         ):
             if (v := text(var)) is not None:
                 values[attr] = Path(v)
@@ -90,6 +93,11 @@ class Settings:
                 raise SettingsError(f"SEALGATE_CACHE_SIZE: not a whole number: {v!r}") from None
             if values["cache_size"] < 1:
                 raise SettingsError("SEALGATE_CACHE_SIZE: must be at least 1")
+        if (v := text("SEALGATE_WORKERS")) is not None:
+            try:
+                values["workers"] = int(v)
+            except ValueError:
+                raise SettingsError(f"SEALGATE_WORKERS: not a whole number: {v!r}") from None
         if (v := text("SEALGATE_INSECURE_REGISTRIES")) is not None:
             values["insecure_registries"] = frozenset(
                 part.strip() for part in v.split(",") if part.strip()
@@ -114,6 +122,8 @@ class Settings:
                 f"SEALGATE_POLICY_SOURCE / --policy-source: must be one of "
                 f"{', '.join(POLICY_SOURCES)}, not {settings.policy_source!r}"
             )
+        if settings.workers < 1:
+            raise SettingsError(f"SEALGATE_WORKERS: must be at least 1, not {settings.workers}")
         return settings
 
 
