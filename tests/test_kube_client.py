@@ -145,3 +145,30 @@ async def test_pull_secrets_cached_with_single_flight(client: AsyncClient) -> No
     now[0] = 31.0
     await secrets.chain(request)
     assert len(reads) == 6  # expired: read again
+
+
+async def test_not_ready_until_imagepolicies_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """crd mode with no reachable API server: /readyz says not ready (never an empty,
+    allow-everything policy set presented as ready)."""
+    import httpx
+
+    from webhook.app import create_app
+    from webhook.kube import source
+    from webhook.settings import Settings
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "x", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}]}))
+    app = create_app(Settings(policies=tmp_path / "none", policy_source="crd",
+                              kubeconfig=kubeconfig, audit_log=tmp_path / "a.log"))
+    monkeypatch.setattr(source, "INITIAL_SYNC_TIMEOUT", 0.3)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://s") as http:
+            ready = await http.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["ready"] is False

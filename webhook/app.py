@@ -177,6 +177,9 @@ async def readyz(request: Request) -> Response:
     state: AppState | None = getattr(request.app.state, "sealgate", None)
     if state is None:
         return JSONResponse({"ready": False, "generation": 0}, status_code=503)
+    if state.cluster is not None and not state.cluster.synced.is_set():
+        # ImagePolicy objects never listed yet: serving now would enforce none of them
+        return JSONResponse({"ready": False, "generation": 0}, status_code=503)
     return JSONResponse({"ready": True, "generation": state.policies.generation})
 
 

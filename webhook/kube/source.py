@@ -42,6 +42,7 @@ log = logging.getLogger("sealgate")
 ImagePolicyResource: Any = create_global_resource(GROUP, VERSION, KIND, PLURAL)
 _RETRY_MIN, _RETRY_MAX = 0.2, 2.0  # seconds between watch attempts while it fails
 _WATCH_TIMEOUT = 290  # server-side: a quiet watch is re-established this often
+INITIAL_SYNC_TIMEOUT = 10.0  # seconds start-up waits for the first list (then: not ready)
 
 
 def kube_client(kubeconfig: Path | None) -> AsyncClient:
@@ -215,13 +216,17 @@ class ClusterPolicies:
             delay = min(delay * 2, _RETRY_MAX)
 
     @contextlib.asynccontextmanager
-    async def running(self, *, initial_sync_timeout: float = 10.0) -> AsyncIterator[None]:
+    async def running(self, *, initial_sync_timeout: float | None = None) -> AsyncIterator[None]:
+        """Watch in the background; wait for the first list (up to a bound) before serving."""
+        if initial_sync_timeout is None:
+            initial_sync_timeout = INITIAL_SYNC_TIMEOUT
         task = asyncio.create_task(self.run(), name="sealgate-imagepolicy-watch")
         try:
             with anyio.move_on_after(initial_sync_timeout):
                 await self.synced.wait()
             if not self.synced.is_set():
-                log.error("imagepolicies not listed within %ss; serving without them so far",
+                log.error("imagepolicies not listed within %ss; not ready until they are "
+                          "(is the CRD installed, and may sealgate list it?)",
                           initial_sync_timeout)
             yield
         finally:
