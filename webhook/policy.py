@@ -21,6 +21,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from webhook.durations import parse_duration
 from webhook.errors import PolicyError, SealgateError, VerificationError
+from webhook.identity import Identity
+from webhook.keys import PublicKey, key_fingerprint, load_public_key
 from webhook.patterns import (
     ImagePattern,
     PatternError,
@@ -28,8 +30,6 @@ from webhook.patterns import (
     namespace_matches,
     validate_namespace_glob,
 )
-from webhook.signatures.cosign import PublicKey, key_fingerprint, load_public_key
-from webhook.signatures.identity import Identity
 
 API_VERSION = "sealgate.dev/v1alpha1"
 KIND = "ImagePolicy"

@@ -62,6 +62,8 @@ from webhook.errors import (
     RegistryError,
     VerificationError,
 )
+from webhook.identity import Identity
+from webhook.keys import PublicKey, check_public_key, public_key_der
 from webhook.oci import (
     BUNDLE_PREDICATE_TYPE_ANNOTATION,
     IN_TOTO_PAYLOAD_TYPE,
@@ -71,16 +73,12 @@ from webhook.oci import (
 from webhook.references import ImageReference
 from webhook.registry import NoBundleLayerError, RegistryClient
 from webhook.signatures.cosign import (
-    PublicKey,
     RekorKey,
     TlogMode,
-    check_public_key,
-    public_key_der,
     reject_duplicate_keys,
     verify_raw_signature,
     verify_signed_entry_timestamp,
 )
-from webhook.signatures.identity import Identity
 from webhook.signatures.keyless import check_identity
 from webhook.signatures.trust import (
     EMBEDDED_ROOTS,

@@ -33,6 +33,8 @@ from cryptography.x509.verification import (
 )
 
 from webhook.errors import VerificationError
+from webhook.identity import Identity
+from webhook.keys import PublicKey, check_public_key
 from webhook.oci import (
     COSIGN_BUNDLE_ANNOTATION,
     COSIGN_CERTIFICATE_ANNOTATION,
@@ -41,15 +43,12 @@ from webhook.oci import (
 )
 from webhook.patterns import ImagePattern
 from webhook.signatures.cosign import (
-    PublicKey,
     VerifiedSignature,
-    check_public_key,
     check_signed_claim,
     layer_signature,
     verify_raw_signature,
     verify_rekor_bundle,
 )
-from webhook.signatures.identity import Identity
 from webhook.signatures.trust import CTLogKey, TrustedRootMaterial
 
 # Fulcio certificate extensions (sigstore/fulcio docs/oid-info.md).
