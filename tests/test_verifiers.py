@@ -44,6 +44,6 @@ async def test_gatherer_asks_the_verifier_of_the_authority_kind_and_caches_its_a
 async def test_every_authority_kind_has_exactly_one_default_verifier() -> None:
     async with httpx.AsyncClient() as http:
         verifiers = default_verifiers(RegistryClient(http), FactCache())
-    assert {"key", "keyless"} <= set(verifiers)
+    assert set(verifiers) == {"key", "keyless", "notation"}
     with pytest.raises(ValueError, match="two verifiers for authority kind 'key'"):
         by_kind([Recording(), Recording()])

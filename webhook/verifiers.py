@@ -17,6 +17,7 @@ from webhook.decision import Outcome, SignatureCheck
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient
 from webhook.signatures.cosign_verifier import CosignVerifier
+from webhook.signatures.notation_verifier import NotationVerifier
 
 
 class AuthorityVerifier(Protocol):
@@ -39,6 +40,7 @@ def default_verifiers(registry: RegistryClient, cache: FactCache) -> dict[str, A
     """Every signature format sealgate verifies, by authority kind."""
     verifiers: list[AuthorityVerifier] = [
         CosignVerifier(registry, cache),
+        NotationVerifier(registry, cache),
     ]
     return by_kind(verifiers)
 
