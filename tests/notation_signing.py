@@ -221,8 +221,11 @@ def attach_signatures(url: str, repo: str, subject_digest: str,
 
 
 def push_oci_layout(url: str, repo: str, layout: Path) -> dict[str, str]:
-    """Push an OCI image layout as it is: every blob, then every manifest its index.json
-    lists (image and signature manifests, then indexes), tagged by their ref.name.
+    """Push an OCI image layout as ``oras cp`` / notation would: every blob, then every
+    manifest its index.json lists (image and signature manifests, then indexes), tagged by
+    their ref.name. The registry (distribution 2.8) has no referrers API, so a pushed
+    manifest with a ``subject`` that the layout's referrers tag index does not list is
+    added to that index, as the distribution spec asks of a pushing client.
 
     Returns {tag: digest}.
     """
@@ -240,4 +243,18 @@ def push_oci_layout(url: str, repo: str, layout: Path) -> dict[str, str]:
         push_manifest(url, repo, name or entry["digest"], body, entry["mediaType"])
         if name:
             tags[name] = entry["digest"]
+    referrers: dict[str, list[tuple[str, bytes]]] = {}
+    for entry in entries:
+        body = (blobs / entry["digest"].removeprefix("sha256:")).read_bytes()
+        subject = json.loads(body).get("subject")
+        if subject is not None:
+            referrers.setdefault(subject["digest"], []).append((entry["digest"], body))
+    for subject_digest, found in referrers.items():
+        tag = subject_digest.replace(":", "-")
+        listed: set[str] = set()
+        if tag in tags:
+            body = (blobs / tags[tag].removeprefix("sha256:")).read_bytes()
+            listed = {m["digest"] for m in json.loads(body)["manifests"]}
+        if not {digest for digest, _ in found} <= listed:
+            tags[tag] = push_referrers_tag_index(url, repo, subject_digest, found)
     return tags
