@@ -204,3 +204,30 @@ def test_claims_apply_to_keyless_attestations(
     with pytest.raises(VerificationError, match="claim githubWorkflowSha missing"):
         verify_attestation_layer(layer, trust((("githubWorkflowSha", "abc"),)),
                                  image_digest=IMAGE)
+
+
+def test_schema_knows_claims_and_notation_authorities() -> None:
+    import jsonschema
+    import yaml
+
+    from webhook.schema import load_schema
+
+    validator = jsonschema.Draft202012Validator(load_schema("ImagePolicy"))
+    document = yaml.safe_load(policy(
+        "              claims: {githubWorkflowRepository: acme/app}\n"
+        "              claimsRegExp: {sourceRepositoryRef: '^refs/tags/v.+$'}\n"
+        "          - name: acr\n"
+        "            notation:\n"
+        "              trustStore: {ca: [{pem: x}], tsa: [{file: tsa.pem}]}\n"
+        "              trustedIdentities: ['x509.subject: C=US, ST=WA, O=Acme']\n"
+        "              level: permissive\n"))
+    assert list(validator.iter_errors(document)) == []
+    authorities = document["spec"]["rules"][0]["signatures"]["authorities"]
+    authorities[0]["keyless"]["claims"] = {"workflowRepository": "x"}
+    assert list(validator.iter_errors(document))
+    authorities[0]["keyless"]["claims"] = {}
+    authorities[1]["notation"]["level"] = "audit"
+    assert list(validator.iter_errors(document))
+    authorities[1]["notation"]["level"] = "strict"
+    authorities[1]["notation"]["trustStore"] = {"tsa": [{"pem": "x"}]}  # no ca/signingAuthority
+    assert list(validator.iter_errors(document))
