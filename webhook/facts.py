@@ -28,6 +28,7 @@ from webhook.errors import (
 )
 from webhook.harbor import HarborClient
 from webhook.metrics import Metrics
+from webhook.oci import Descriptor
 from webhook.policy import Authority, ScanRequirement
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient, RegistryCredentials
@@ -39,6 +40,7 @@ from webhook.signatures.attestations import (
     verify_attestations,
 )
 from webhook.signatures.cosign_verifier import bundle_trust
+from webhook.signatures.listing import listed_referrers
 from webhook.verifiers import AuthorityVerifier, default_verifiers, verifier_for
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,16 @@ def _scan_verdict(result: ScanResult) -> Verdict:
     if error is not None:
         return "error"
     return "success" if fact is not None else "failure"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFacts:
+    """Facts read entirely from the local cache, and until when (cache clock) they hold."""
+
+    facts: dict[str, ImageFacts]
+    expires: float
+    hits: Mapping[str, int]  # lookups per fact type, for the metrics
+    epoch: int
 
 
 @dataclass(slots=True)
@@ -99,12 +111,88 @@ class FactGatherer:
     async def gather(
         self, plans: tuple[CheckPlan, ...], *, deadline: float
     ) -> dict[str, ImageFacts]:
+        cached = self.gather_cached(plans, deadline=deadline)
+        if cached is not None:
+            return cached.facts
         progress = {plan.ref_text: _Progress() for plan in plans}
         with anyio.move_on_after(deadline):
             async with anyio.create_task_group() as tg:
                 for plan in plans:
                     if plan.ref is not None and plan.needs_digest:
                         tg.start_soon(self._check_image, plan, plan.ref, progress[plan.ref_text])
+        return self._facts(plans, progress, deadline)
+
+    def gather_cached(self, plans: tuple[CheckPlan, ...], *, deadline: float) -> CachedFacts | None:
+        """The warm path: every fact from the local cache, without a task, a cancel scope or
+        an await; None as soon as one is missing (then ``gather`` asks for all of them)."""
+        found = self._all_cached(plans)
+        if found is None:
+            return None
+        progress, expires, hits = found
+        for fact, count in hits.items():
+            self.cache.hits(fact, count)
+        return CachedFacts(self._facts(plans, progress, deadline), expires, hits,
+                           self.cache.epoch)
+
+    def still_fresh(self, cached: CachedFacts) -> bool:
+        """Whether every fact ``cached`` was built from is still within its TTL."""
+        return cached.epoch == self.cache.epoch and self.cache.now() < cached.expires
+
+    def count_hits(self, hits: Mapping[str, int]) -> None:
+        """Cache hits of a decision reused from facts that are still cached (metrics count
+        every lookup the decision stands for)."""
+        for fact, count in hits.items():
+            self.cache.hits(fact, count)
+
+    def _all_cached(
+        self, plans: tuple[CheckPlan, ...]
+    ) -> tuple[dict[str, _Progress], float, dict[str, int]] | None:
+        """Reads the same cache keys the full path writes."""
+        progress: dict[str, _Progress] = {}
+        hits: dict[str, int] = {}
+        expires = float("inf")
+        cache = self.cache
+        for plan in plans:
+            state = progress[plan.ref_text] = _Progress()
+            ref = plan.ref
+            if ref is None or not plan.needs_digest:
+                continue
+            if ref.digest is not None:
+                state.digest, digest = Outcome("ok"), ref.digest
+            else:
+                entry = cache.peek("digest", _digest_key(ref))
+                if entry is None:
+                    return None
+                expires = min(expires, entry.expires)
+                hits["digest"] = hits.get("digest", 0) + 1
+                state.digest, digest = entry.value
+            state.resolved = digest
+            if digest is None:
+                continue
+            for check in plan.signatures:
+                entry = cache.peek("signature", _signature_key(ref, digest, check))
+                if entry is None:
+                    return None
+                expires = min(expires, entry.expires)
+                state.signatures[check.key] = entry.value
+            hits["signature"] = hits.get("signature", 0) + len(plan.signatures)
+            for source in _sources(plan.scans):
+                keys = ([_scan_key(ref, digest, "harbor")] if source == "harbor" else [
+                    _scan_key(ref, digest, "attestation", fingerprint)
+                    for fingerprint in _attestors(plan.scans)])
+                results: list[ScanResult] = []
+                for key in keys:
+                    entry = cache.peek("scan", key)
+                    if entry is None:
+                        return None
+                    expires = min(expires, entry.expires)
+                    results.append(entry.value)
+                hits["scan"] = hits.get("scan", 0) + len(keys)
+                _record_scans(state, source, results)
+        return progress, expires, hits
+
+    def _facts(self, plans: tuple[CheckPlan, ...], progress: dict[str, _Progress],
+               deadline: float) -> dict[str, ImageFacts]:
         timeout = f"deadline of {deadline:g}s exceeded"
         facts: dict[str, ImageFacts] = {}
         for plan in plans:
@@ -161,7 +249,7 @@ class FactGatherer:
                 return Outcome("error", str(exc)), None
 
         fact, cached = await self.cache.get_or_fetch(
-            "digest", (ref.registry, ref.repository, ref.tag), fetch, _digest_verdict
+            "digest", _digest_key(ref), fetch, _digest_verdict
         )
         state.all_cached &= cached
         return fact
@@ -183,10 +271,14 @@ class FactGatherer:
 
         # per repository, digest and authority: legacy signatures name their repository
         outcome, cached = await self.cache.get_or_fetch(
-            "signature", (ref.name, digest, check.key), fetch, _outcome_verdict
+            "signature", _signature_key(ref, digest, check), fetch, _outcome_verdict
         )
         state.all_cached &= cached
         state.signatures[check.key] = outcome
+
+    async def _referrers(self, ref: ImageReference, digest: str) -> list[Descriptor]:
+        """The image's referrers, listed once for signatures and attestations (not stored)."""
+        return await listed_referrers(self.registry, self.cache, ref, digest)
 
     # ------------------------------------------------------------------ scans
 
@@ -201,19 +293,11 @@ class FactGatherer:
         if source == "harbor":
             results = [await self._harbor(ref, digest, state)]
         else:
-            attestors = {a.fingerprint: a for scan in scans for a in scan.attestors}
             results = [
                 await self._attestation(authority, ref, digest, state)
-                for authority in attestors.values()
+                for authority in _attestors(scans).values()
             ]
-        errors = [error for _, error in results if error is not None]
-        state.scans.extend(fact for fact, _ in results if fact is not None)
-        if errors:
-            # Kept even when another attestor has a report: a requirement whose own
-            # attestors failed must reach onError, not onMissing. The decision looks at
-            # errors only for a requirement none of whose attestors' reports count.
-            state.scan_errors[source] = "; ".join(errors)
-        state.scans_done.add(source)
+        _record_scans(state, source, results)
 
     async def _harbor(self, ref: ImageReference, digest: str, state: _Progress) -> ScanResult:
         harbor = self.harbor
@@ -227,14 +311,16 @@ class FactGatherer:
                 return None, str(exc)
 
         result, cached = await self.cache.get_or_fetch(
-            "scan", (ref.name, digest, "harbor"), fetch, _scan_verdict
+            "scan", _scan_key(ref, digest, "harbor"), fetch, _scan_verdict
         )
         state.all_cached &= cached
         return result
 
     async def _attached(self, ref: ImageReference, digest: str) -> AttachedAttestations:
         async def fetch() -> AttachedAttestations:
-            return await fetch_attestations(self.registry, ref, digest)
+            return await fetch_attestations(
+                self.registry, ref, digest,
+                list_referrers=lambda: self._referrers(ref, digest))
 
         attached, _ = await self.cache.get_or_fetch(
             "attestation-material", (ref.name, digest), fetch, lambda _v: "error"
@@ -278,7 +364,8 @@ class FactGatherer:
             return None, None
 
         result, cached = await self.cache.get_or_fetch(
-            "scan", (ref.name, digest, "attestation", authority.fingerprint), fetch, _scan_verdict
+            "scan", _scan_key(ref, digest, "attestation", authority.fingerprint), fetch,
+            _scan_verdict
         )
         state.all_cached &= cached
         return result
@@ -315,6 +402,35 @@ async def registry_facts(
         harbor = HarborClient(http, credentials=credentials,
                               insecure=settings.insecure_registries)
         yield FactGatherer(registry, cache=cache, harbor=harbor, metrics=metrics)
+
+
+# Cache keys: facts about a tag, or about (repository, digest) — legacy signatures name
+# their repository — never decisions (SPEC §4).
+def _digest_key(ref: ImageReference) -> tuple[str, str, str | None]:
+    return (ref.registry, ref.repository, ref.tag)
+
+
+def _signature_key(ref: ImageReference, digest: str, check: SignatureCheck) -> tuple[str, ...]:
+    return (ref.name, digest, check.key)
+
+
+def _scan_key(ref: ImageReference, digest: str, *source: str) -> tuple[str, ...]:
+    return (ref.name, digest, *source)
+
+
+def _attestors(scans: Sequence[ScanRequirement]) -> dict[str, Authority]:
+    return {a.fingerprint: a for scan in scans for a in scan.attestors}
+
+
+def _record_scans(state: _Progress, source: str, results: Sequence[ScanResult]) -> None:
+    errors = [error for _, error in results if error is not None]
+    state.scans.extend(fact for fact, _ in results if fact is not None)
+    if errors:
+        # Kept even when another attestor has a report: a requirement whose own
+        # attestors failed must reach onError, not onMissing. The decision looks at
+        # errors only for a requirement none of whose attestors' reports count.
+        state.scan_errors[source] = "; ".join(errors)
+    state.scans_done.add(source)
 
 
 def _sources(scans: Sequence[ScanRequirement]) -> list[str]:

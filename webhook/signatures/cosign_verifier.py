@@ -7,6 +7,7 @@ fetched once per (repository, digest) for all authorities checking it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import anyio
@@ -15,7 +16,7 @@ import anyio.to_thread
 from webhook.cache import FactCache
 from webhook.decision import Outcome, SignatureCheck
 from webhook.errors import RegistryContentError, RegistryError, SealgateError, VerificationError
-from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, SignatureLayer
+from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, Descriptor, SignatureLayer
 from webhook.policy import Authority, KeyAuthority, KeylessAuthority
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient
@@ -30,6 +31,7 @@ from webhook.signatures.bundle import (
 )
 from webhook.signatures.cosign import verify_key_signature
 from webhook.signatures.keyless import verify_keyless_signature
+from webhook.signatures.listing import listed_referrers
 from webhook.signatures.trust import load_trusted_root
 
 
@@ -53,12 +55,16 @@ class CosignVerifier:
         )
         return layers
 
+    async def _referrers(self, ref: ImageReference, digest: str) -> list[Descriptor]:
+        return await listed_referrers(self._registry, self._cache, ref, digest)
+
     async def _bundles(self, ref: ImageReference, digest: str) -> list[FetchedBundle]:
         """Sigstore bundle referrers (cosign v3), fetched once for all authorities."""
 
         async def fetch() -> list[FetchedBundle]:
             return await fetch_bundles(
-                self._registry, ref, digest, predicate_type=COSIGN_SIGN_PREDICATE
+                self._registry, ref, digest, predicate_type=COSIGN_SIGN_PREDICATE,
+                referrers=await self._referrers(ref, digest),
             )
 
         bundles, _ = await self._cache.get_or_fetch(
@@ -67,48 +73,62 @@ class CosignVerifier:
         return bundles
 
     async def verify(self, check: SignatureCheck, ref: ImageReference, digest: str) -> Outcome:
-        """Satisfied by any legacy `.sig` layer or any bundle referrer that verifies."""
+        """Satisfied by any legacy `.sig` layer or any bundle referrer that verifies.
+
+        The referrers listing starts at once beside the `.sig` manifest (scan
+        attestations need it too, and it keeps the critical path at three round trips),
+        but bundles are fetched only when no legacy signature satisfied the authority.
+        """
         authority = check.authority
         errors: list[str] = []
         reasons: list[str] = []
         layers: list[SignatureLayer] = []
-        bundles: list[FetchedBundle] = []
+        listing = asyncio.ensure_future(self._referrers(ref, digest))
         try:
-            layers = await self._layers(ref, digest)
-        except RegistryContentError as exc:
-            # planted garbage is not a signature, and must not hand the decision to onError
-            reasons.append(f"unusable signature manifest: {exc}")
-        except RegistryError as exc:
-            errors.append(f"fetching signatures: {exc}")
-        try:
-            bundles = await self._bundles(ref, digest)
-        except RegistryContentError as exc:
-            reasons.append(f"unusable referrers: {exc}")
-        except RegistryError as exc:
-            errors.append(f"fetching signature bundles: {exc}")
-        if layers:
-            # keyless chains/SCTs/SETs, and many or large key-signed layers: enough CPU to
-            # keep off the event loop
-            verify_layers = (
-                self._verify_key_layers if isinstance(authority, KeyAuthority)
-                else self._verify_keyless_layers
-            )
-            outcome = await anyio.to_thread.run_sync(
-                verify_layers, check, authority, ref, digest, layers  # type: ignore[arg-type]
-            )
-            if outcome.status == "ok":
-                return outcome
-            (errors if outcome.status == "error" else reasons).append(outcome.reason)
-        if bundles:
             try:
-                # sigstore-python runs in a worker thread (verify_bundle)
-                await verify_image_bundles(bundles, bundle_trust(authority), image_digest=digest)
-            except VerificationError as exc:
-                reasons.append(f"bundle: {exc}")
-            except SealgateError as exc:  # a trusted root that does not load
-                errors.append(f"bundle: {exc}")
-            else:
-                return Outcome("ok")
+                layers = await self._layers(ref, digest)
+            except RegistryContentError as exc:
+                # planted garbage is not a signature, and must not hand the decision to onError
+                reasons.append(f"unusable signature manifest: {exc}")
+            except RegistryError as exc:
+                errors.append(f"fetching signatures: {exc}")
+            if layers:
+                # keyless chains/SCTs/SETs, and many or large key-signed layers: enough CPU to
+                # keep off the event loop
+                verify_layers = (
+                    self._verify_key_layers if isinstance(authority, KeyAuthority)
+                    else self._verify_keyless_layers
+                )
+                outcome = await anyio.to_thread.run_sync(
+                    verify_layers, check, authority, ref, digest, layers  # type: ignore[arg-type]
+                )
+                if outcome.status == "ok":
+                    return outcome
+                (errors if outcome.status == "error" else reasons).append(outcome.reason)
+            bundles: list[FetchedBundle] = []
+            try:
+                await listing
+                bundles = await self._bundles(ref, digest)
+            except RegistryContentError as exc:
+                reasons.append(f"unusable referrers: {exc}")
+            except RegistryError as exc:
+                errors.append(f"fetching signature bundles: {exc}")
+            if bundles:
+                try:
+                    # sigstore-python runs in a worker thread (verify_bundle)
+                    await verify_image_bundles(bundles, bundle_trust(authority),
+                                               image_digest=digest)
+                except VerificationError as exc:
+                    reasons.append(f"bundle: {exc}")
+                except SealgateError as exc:  # a trusted root that does not load
+                    errors.append(f"bundle: {exc}")
+                else:
+                    return Outcome("ok")
+        finally:
+            if not listing.done():
+                listing.cancel()
+            elif not listing.cancelled():
+                listing.exception()  # retrieved: its error, if any, was reported above
         if errors:
             return Outcome("error", "; ".join(errors + reasons))
         if not reasons:

@@ -30,6 +30,7 @@ from webhook.oci import Descriptor
 from webhook.policy import NotationAuthority
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient
+from webhook.signatures.listing import listed_referrers
 from webhook.signatures.notation import (
     ENVELOPE_MEDIA_TYPES,
     MAX_ENVELOPE_BYTES,
@@ -80,7 +81,9 @@ class NotationVerifier:
 
     async def _signatures(self, ref: ImageReference, digest: str) -> list[NotarySignature]:
         async def fetch() -> list[NotarySignature]:
-            return await fetch_notary_signatures(self._registry, ref, digest)
+            # the listing bundles and attestations use too: one request for all of them
+            listed = await listed_referrers(self._registry, self._cache, ref, digest)
+            return await fetch_notary_signatures(self._registry, ref, digest, listed)
 
         signatures, _ = await self._cache.get_or_fetch(
             "notation-signatures", (ref.name, digest), fetch, lambda _v: "error"
@@ -120,14 +123,18 @@ def verify_signatures(
 
 
 async def fetch_notary_signatures(
-    registry: RegistryClient, ref: ImageReference, digest: str
+    registry: RegistryClient, ref: ImageReference, digest: str,
+    referrers: Sequence[Descriptor] | None = None,
 ) -> list[NotarySignature]:
     """The image's Notary Project signature manifests with their envelope blobs.
 
+    ``referrers``: the digest's referrers already listed (else they are listed here).
     A manifest that is not a usable signature (no envelope layer, another subject) is
     kept with its problem, so the deny message can say why; registry failures raise.
     """
-    descriptors = await registry.referrers(ref, digest, artifact_type=NOTARY_SIGNATURE)
+    if referrers is None:
+        referrers = await registry.referrers(ref, digest, artifact_type=NOTARY_SIGNATURE)
+    descriptors = [d for d in referrers if d.artifact_type == NOTARY_SIGNATURE]
     out: list[NotarySignature] = []
     for descriptor in descriptors[:MAX_NOTATION_SIGNATURES]:
         try:
