@@ -20,7 +20,7 @@ import anyio
 
 from webhook.errors import PolicyError, SealgateError
 from webhook.metrics import Metrics
-from webhook.policy import Policy, PolicySet, load_policy_dir
+from webhook.policy import NotationAuthority, Policy, PolicySet, load_policy_dir
 from webhook.signatures.trust import load_trusted_root
 
 log = logging.getLogger("sealgate")
@@ -42,6 +42,8 @@ def check_trusted_roots(policies: Iterable[Policy]) -> None:
                 *(rule.scan.attestors if rule.scan else ()),
             )
             for authority in authorities:
+                if isinstance(authority, NotationAuthority):
+                    continue  # its trust store is in the policy itself
                 try:
                     load_trusted_root(authority.trusted_root)
                 except SealgateError as exc:
