@@ -62,6 +62,7 @@ class ImageFacts:
     scans: tuple[ScanFact, ...] = ()
     scan_errors: Mapping[str, str] = field(default_factory=dict)  # source -> reason
     cached: bool = False
+    credential: str | None = None  # secret/NS/NAME, config or anonymous (SPEC §9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,7 @@ class ImageEntry:
     # parallel to violations: "deny" or "warn" as the rule meant it, before the policy's mode
     # (what `audit report` calls "would deny" in an audit or warn policy)
     violation_levels: tuple[str, ...] = ()
+    credential: str | None = None  # where the registry credentials came from (SPEC §9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +256,41 @@ def decide(
     return Decision(kind, reason, "", tuple(warnings), (), tuple(entries), used_glass)
 
 
+def stable_until(
+    *,
+    namespace: str | None,
+    images: Sequence[str],
+    policies: PolicySet,
+    facts: Mapping[str, ImageFacts],
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """Until when ``decide`` gives the same decision for the same facts; None: forever.
+
+    Time enters a decision in two places only: a scan report counts while it is no
+    older than ``maxAge``, and an ``ignore`` entry holds through its ``until`` day.
+    Whatever counts now stops counting at one of those moments, and nothing that
+    does not count now starts counting later, so the earliest of them bounds it.
+    """
+    moments: list[dt.datetime] = []
+    for policy in policies.applicable(namespace):
+        for ref_text in dict.fromkeys(images):
+            ref = parse_image(ref_text)
+            rule = policy.select_rule(ref.name) if ref is not None else None
+            if rule is None or rule.scan is None:
+                continue
+            scan = rule.scan
+            if scan.max_age is not None:
+                for fact in facts.get(ref_text, ImageFacts()).scans:
+                    expiry = fact.scanned_at + scan.max_age
+                    if expiry >= now:
+                        moments.append(expiry)
+            for entry in scan.ignore:
+                if entry.active(now):
+                    moments.append(dt.datetime.combine(entry.until + dt.timedelta(days=1),
+                                                       dt.time(), tzinfo=dt.UTC))
+    return min(moments, default=None)
+
+
 def _apply_mode(level: Level, mode: Mode) -> Level:
     if level == "allow" or mode == "audit":
         return "allow"
@@ -295,7 +332,7 @@ def _check_image(
             signature_reasons=reasons, signature_keys=keys, scan=scan,
             violations=tuple(f.message for f in findings if f.level != "allow"),
             violation_levels=tuple(f.level for f in findings if f.level != "allow"),
-            cached=facts.cached, denied=False,
+            cached=facts.cached, denied=False, credential=facts.credential,
         )
 
     if ref is None:

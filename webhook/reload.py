@@ -13,14 +13,14 @@ import contextlib
 import hashlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import anyio
 
 from webhook.errors import PolicyError, SealgateError
 from webhook.metrics import Metrics
-from webhook.policy import PolicySet, load_policy_dir
+from webhook.policy import NotationAuthority, Policy, PolicySet, load_policy_dir
 from webhook.signatures.trust import load_trusted_root
 
 log = logging.getLogger("sealgate")
@@ -29,13 +29,21 @@ log = logging.getLogger("sealgate")
 def load_policies(directory: Path, *, generation: int) -> PolicySet:
     """Load a policy set and the trust roots its authorities name (so /readyz means usable)."""
     policies = load_policy_dir(directory, generation=generation)
-    for policy in policies.policies:
+    check_trusted_roots(policies.policies)
+    return policies
+
+
+def check_trusted_roots(policies: Iterable[Policy]) -> None:
+    """PolicyError naming the authority whose trusted root cannot be loaded."""
+    for policy in policies:
         for rule in policy.rules:
             authorities = (
                 *(rule.signatures.authorities if rule.signatures else ()),
                 *(rule.scan.attestors if rule.scan else ()),
             )
             for authority in authorities:
+                if isinstance(authority, NotationAuthority):
+                    continue  # its trust store is in the policy itself
                 try:
                     load_trusted_root(authority.trusted_root)
                 except SealgateError as exc:
@@ -43,7 +51,6 @@ def load_policies(directory: Path, *, generation: int) -> PolicySet:
                         f"{authority.location}: authority {authority.name!r}: trusted root "
                         f"{authority.trusted_root}: {exc}"
                     ) from exc
-    return policies
 
 
 def directory_fingerprint(directory: Path) -> str:
@@ -127,8 +134,11 @@ class PolicyReloader:
         self._wake.set()
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Poll in the background while the app serves; SIGHUP forces a reload."""
+    async def running(
+        self, *, on_hangup: Callable[[], None] | None = None
+    ) -> AsyncIterator[None]:
+        """Poll in the background while the app serves; SIGHUP forces a reload (and calls
+        ``on_hangup``: the audit log reopens for rotation)."""
         self._fingerprint = await anyio.to_thread.run_sync(directory_fingerprint, self.directory)
         if self.interval <= 0:
             yield
@@ -136,7 +146,12 @@ class PolicyReloader:
         loop = asyncio.get_running_loop()
         hup = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, self.request_reload)  # main thread only
+            def hangup() -> None:
+                self.request_reload()
+                if on_hangup is not None:
+                    on_hangup()
+
+            loop.add_signal_handler(signal.SIGHUP, hangup)  # main thread only
             hup = True
         # A plain task, not a task group: the lifespan may be entered and left by different
         # tasks (test fixtures do), which a cancel scope does not allow.

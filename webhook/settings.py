@@ -12,6 +12,8 @@ from webhook.durations import parse_duration
 from webhook.errors import SealgateError
 from webhook.policy import Mode
 
+POLICY_SOURCES = ("files", "crd", "both")
+
 
 class SettingsError(SealgateError):
     """A setting has a value sealgate cannot use; the message names the variable."""
@@ -36,6 +38,11 @@ class Settings:
     success_ttl: float = 600.0  # verified signatures, scan results
     failure_ttl: float = 30.0  # definitive failures (unsigned, tag unknown, no scan)
     reload_interval: float = 1.0  # policy directory polling; 0 disables hot reload
+    policy_source: str = "files"  # files | crd | both (SPEC §9)
+    kubeconfig: Path | None = None  # None: in-cluster config, else $KUBECONFIG
+    pod_pull_secrets: bool = False  # registry credentials from pods' imagePullSecrets
+    audit_key: Path | None = None  # file with the HMAC key of the audit chain (SPEC §9)
+    workers: int = 1  # processes serving one port (SPEC §9)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -57,6 +64,7 @@ class Settings:
             ("key", "SEALGATE_KEY"),
             ("audit_log", "SEALGATE_AUDIT_LOG"),
             ("registry_auth", "SEALGATE_REGISTRY_AUTH"),
+            ("audit_key", "SEALGATE_AUDIT_KEY"),
         ):
             if (v := text(var)) is not None:
                 values[attr] = Path(v)
@@ -85,6 +93,11 @@ class Settings:
                 raise SettingsError(f"SEALGATE_CACHE_SIZE: not a whole number: {v!r}") from None
             if values["cache_size"] < 1:
                 raise SettingsError("SEALGATE_CACHE_SIZE: must be at least 1")
+        if (v := text("SEALGATE_WORKERS")) is not None:
+            try:
+                values["workers"] = int(v)
+            except ValueError:
+                raise SettingsError(f"SEALGATE_WORKERS: not a whole number: {v!r}") from None
         if (v := text("SEALGATE_INSECURE_REGISTRIES")) is not None:
             values["insecure_registries"] = frozenset(
                 part.strip() for part in v.split(",") if part.strip()
@@ -97,9 +110,21 @@ class Settings:
             values["mode_override"] = None if v == "enforce" else v
         if (v := text("SEALGATE_MUTATE")) is not None:
             values["mutate"] = _bool(v, "SEALGATE_MUTATE")
+        if (v := text("SEALGATE_POD_PULL_SECRETS")) is not None:
+            values["pod_pull_secrets"] = _bool(v, "SEALGATE_POD_PULL_SECRETS")
+        if (v := text("SEALGATE_POLICY_SOURCE")) is not None:
+            values["policy_source"] = v
         settings = cls(**values)
         flags = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **flags) if flags else settings
+        settings = replace(settings, **flags) if flags else settings
+        if settings.policy_source not in POLICY_SOURCES:
+            raise SettingsError(
+                f"SEALGATE_POLICY_SOURCE / --policy-source: must be one of "
+                f"{', '.join(POLICY_SOURCES)}, not {settings.policy_source!r}"
+            )
+        if settings.workers < 1:
+            raise SettingsError(f"SEALGATE_WORKERS: must be at least 1, not {settings.workers}")
+        return settings
 
 
 def _port(value: str, name: str) -> int:
