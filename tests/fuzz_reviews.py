@@ -49,7 +49,7 @@ def containers(draw: st.DrawFn, *, hostile: bool) -> list[Any]:
         if hostile and rarely(draw, 60):
             result[-1] = draw(WRONG_TYPES)
         elif rarely(draw, 10):
-            container["extra"] = draw(st.one_of(texts(), st.just(nested(50))))
+            container["extra"] = draw(st.one_of(texts(surrogates=hostile), st.just(nested(50))))
     return result
 
 
@@ -62,7 +62,8 @@ def pod_spec(draw: st.DrawFn, *, hostile: bool) -> Any:
         if hostile and rarely(draw, 30):
             spec[field] = draw(WRONG_TYPES)
     if draw(st.booleans()):
-        spec["nodeSelector"] = {draw(texts(huge=False)): draw(texts(huge=False))}
+        spec["nodeSelector"] = {draw(texts(huge=False, surrogates=hostile)):
+                                draw(texts(huge=False, surrogates=hostile))}
     if hostile and rarely(draw, 10):
         # a duplicate "containers": the decoder keeps the last one, as the API server's does
         first = draw(containers(hostile=False))

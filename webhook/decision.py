@@ -20,6 +20,7 @@ from webhook.policy import (
     SEVERITIES,
     Authority,
     KeyAuthority,
+    KeylessAuthority,
     Mode,
     Policy,
     PolicySet,
@@ -412,7 +413,13 @@ def _signer(authority: Authority) -> tuple[str, ...]:
     trusted root or name), so one signer never counts twice toward a threshold."""
     if isinstance(authority, KeyAuthority):
         return ("key", authority.key_sha256)
-    return ("keyless", authority.issuer, authority.subject or "", authority.subject_regexp or "")
+    if isinstance(authority, KeylessAuthority):
+        return ("keyless", authority.issuer, authority.subject or "",
+                authority.subject_regexp or "")
+    stores = tuple(s for s in authority.store_sha256 if not s.startswith("tsa:"))
+    identities = ("*",) if authority.any_identity else tuple(
+        i.text for i in authority.trusted_identities)
+    return ("notation", *stores, "|", *identities)
 
 
 def _error(policy: Policy, message: str) -> Finding:
