@@ -42,6 +42,15 @@ from tests.bundle_builder import (
 from tests.bundle_builder import (
     dsse_body as tlog_dsse_body,
 )
+from tests.notation_signing import (
+    COSE,
+    JWS,
+    Envelope,
+    Signer,
+    attach_signatures,
+    make_signer,
+    push_notation_signature,
+)
 from tests.registry_server import (
     RegistryServer,
     manifest_descriptor,
@@ -58,6 +67,7 @@ from tests.sigstore_world import (
     FulcioCA,
     RekorLog,
     SigstoreWorld,
+    der_utf8string,
     hashedrekord_body,
 )
 from tests.test_scan_gate import SARIF_PREDICATE, TRIVY, vuln_predicate
@@ -89,6 +99,8 @@ class Arsenal:
     retired: FulcioCA = field(default_factory=lambda: FulcioCA.create(
         name="rotating", valid_until=dt.datetime.now(dt.UTC) - dt.timedelta(days=1)))
     current: FulcioCA = field(default_factory=lambda: FulcioCA.create(name="rotating"))
+    notary: Signer = field(default_factory=lambda: make_signer("release", ec_key=True))
+    notary_stranger: Signer = field(default_factory=lambda: make_signer("release", ec_key=True))
     tamper: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # path -> (body, type)
 
     @property
@@ -218,6 +230,25 @@ def policy(arsenal: Arsenal) -> str:
         rule("mirror", host, authority_key("release", a.release),
              extra=f'        signedReferences: ["{host}/upstream/**"]\n'),
         rule("rotated", host, keyless_authority("ci", rotated_root, f"subject: {WORKFLOW}")),
+        rule("claims", host, keyless_authority("ci", world_root, f"""subject: {WORKFLOW}
+              claims: {{githubWorkflowRepository: acme/app}}
+              claimsRegExp: {{sourceRepositoryRef: 'refs/heads/main'}}""")),
+        rule("notation", host, f"""\
+          - name: notary
+            notation:
+              trustStore: {{ca: [{{pem: {json.dumps(a.notary.root_pem())}}}]}}
+              trustedIdentities: ["x509.subject: C=US, ST=WA, O=Notary, CN=release"]
+              level: strict"""),
+        rule("notation-pair", host, f"""\
+          - name: notary
+            notation:
+              trustStore: {{ca: [{{pem: {json.dumps(a.notary.root_pem())}}}]}}
+              trustedIdentities: ["*"]
+          - name: notary-again
+            notation:
+              trustStore: {{ca: [{{pem: {json.dumps(a.notary.root_pem())}}}]}}
+              trustedIdentities: ["*"]
+              level: permissive""", extra="        threshold: 2\n"),
         rule("scan", host, authority_key("release", a.release)).rstrip("\n") + f"""
       scan:
         maxAge: 24h
@@ -550,6 +581,51 @@ def _leaf(a: Arsenal, **options: Any) -> Any:
     return a.world.issue_leaf(**{"uri": WORKFLOW, "issuer": ISSUER, **options})
 
 
+def claimed(**claims: bytes) -> Forgery:
+    """A keyless signature whose certificate carries these Fulcio claims (by OID)."""
+    return keyless(leaf_claims={OID[name]: value for name, value in claims.items()})
+
+
+OID = {"githubWorkflowRepository": "1.3.6.1.4.1.57264.1.5",  # raw string
+       "sourceRepositoryRef": "1.3.6.1.4.1.57264.1.14"}  # DER UTF8String
+GENUINE_CLAIMS = {"githubWorkflowRepository": b"acme/app",
+                  "sourceRepositoryRef": der_utf8string("refs/heads/main")}
+
+
+# ---- Notary Project (rule notation: a trust store of one root, one trusted identity;
+# rule notation-pair: the same store and identities under two names, threshold 2)
+
+
+def notarised(media_type: str = COSE, *, signer: str = "notary", target_digest: str = "",
+              jws_alg: str = "", tamper: bool = False, **envelope: Any) -> Forgery:
+    def forge(a: Arsenal, repo: str) -> str:
+        digest = a.image(repo)
+        subject = manifest_descriptor(a.registry.url, repo, digest)
+        target = {**subject, "digest": target_digest or digest}
+        made = Envelope(target, **envelope)
+        key: Signer = getattr(a, signer)
+        blob = (made.jws(key, tamper_payload=tamper) if media_type == JWS
+                else made.cose(key, tamper_payload=tamper))
+        if jws_alg:
+            blob = _with_jws_alg(blob, jws_alg)
+        attach_signatures(a.registry.url, repo, digest, [
+            push_notation_signature(a.registry.url, repo, subject, blob, media_type)])
+        return a.ref(repo)
+    return forge
+
+
+def _with_jws_alg(blob: bytes, alg: str) -> bytes:
+    """The JWS with its protected header's ``alg`` replaced and an empty signature."""
+    document = json.loads(blob)
+    encoded = document["protected"]
+    header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    header["alg"] = alg
+    document["protected"] = base64.urlsafe_b64encode(
+        json.dumps(header).encode()).rstrip(b"=").decode()
+    document["signature"] = ""
+    return json.dumps(document).encode()
+
+
 # ---- scans (rule scan: release-key signature; release-key attested Trivy report no older
 # than 24h, CRITICAL 0, an expired waiver for CVE-2019-5481)
 
@@ -748,6 +824,43 @@ ATTACKS = [
     attack("retired-fulcio-ca-bundle-borrowing-the-current-cas-window", "rotated",
            keyless_bundle_from_the_retired_ca, CI,
            "bundle: certificate chain: Fulcio CA", "was not valid at"),
+    # ---- CI identity claims (rule claims: githubWorkflowRepository acme/app, sourceRepositoryRef
+    # full-matching refs/heads/main)
+    attack("claim-absent-from-the-certificate", "claims", claimed(
+        sourceRepositoryRef=GENUINE_CLAIMS["sourceRepositoryRef"]), CI,
+        "claims mismatch: claim githubWorkflowRepository missing from the certificate"),
+    attack("claim-naming-a-fork", "claims", claimed(
+        githubWorkflowRepository=b"acme/app-fork",
+        sourceRepositoryRef=GENUINE_CLAIMS["sourceRepositoryRef"]), CI,
+        "claims mismatch: claim githubWorkflowRepository is 'acme/app-fork'"),
+    attack("claim-regexp-matched-as-a-prefix-only", "claims", claimed(
+        githubWorkflowRepository=b"acme/app",
+        sourceRepositoryRef=der_utf8string("refs/heads/main-evil")), CI,
+        "claims mismatch: claim sourceRepositoryRef 'refs/heads/main-evil' does not match"),
+    # ---- Notary Project signatures
+    attack("notation-envelope-for-another-digest", "notation", notarised(
+        target_digest="sha256:" + "5" * 64), 'no valid signature from authority "notary"',
+        "integrity: the signature is for sha256:5555"),
+    attack("notation-signer-from-an-untrusted-root-with-the-same-name", "notation", notarised(
+        signer="notary_stranger"), 'no valid signature from authority "notary"',
+        "authenticity: the signature's certificate chain"),
+    attack("notation-tampered-payload", "notation", notarised(tamper=True),
+           'no valid signature from authority "notary"',
+           "does not verify with the signing certificate's key"),
+    attack("notation-jws-with-alg-none", "notation", notarised(JWS, jws_alg="none"),
+           'no valid signature from authority "notary"',
+           "integrity: unsupported signature algorithm 'none'"),
+    attack("notation-unknown-critical-header", "notation", notarised(
+        extra_critical={"io.example.mustUnderstand": "yes"}),
+        'no valid signature from authority "notary"', "unknown critical header"),
+    attack("notation-expired-signature-under-strict", "notation", notarised(
+        expiry=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)),
+        'no valid signature from authority "notary"', "expiry"),
+    attack("cosign-signature-under-a-notation-authority", "notation", signed_by("release"),
+           'no valid signature from authority "notary"', "no Notary Project signatures found"),
+    attack("one-notation-signer-under-two-authority-names-toward-a-threshold",
+           "notation-pair", notarised(), "1 of 2 required authorities verified",
+           'authority "notary-again": same key or identity as authority "notary"'),
     # ---- sigstore bundles (OCI referrers)
     attack("bundle-whose-subject-names-another-digest", "keyless", bundle(
         lambda a, repo, d: keyless_bundle(_leaf(a), statement("sha256:" + "3" * 64),
@@ -803,6 +916,8 @@ def release_and_second(a: Arsenal, repo: str) -> str:
 GENUINE: dict[str, Forgery] = {
     "key": signed_by("release"),
     "pair": release_and_second,
+    "claims": claimed(**GENUINE_CLAIMS),
+    "notation": notarised(),
     "mirror": signed_for_upstream("upstream/app"),
     "lenient": signed_by("release"),
     "tlog": tlog_layer(lambda a, repo, d, p, s: _with_bundle(s, _logged(a, p, s))),

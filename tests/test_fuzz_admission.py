@@ -14,6 +14,7 @@ import json
 import ssl
 import subprocess
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import event, given
+from hypothesis import strategies as st
 
 from tests.fuzz_reviews import hostile_reviews, well_formed_reviews
-from tests.fuzzing import budget, images_an_enforce_policy_denies
+from tests.fuzzing import budget, images_an_enforce_policy_denies, texts, write_json
 from tests.signing import public_pem
 from tests.test_e2e import free_port, start_server
+from tests.test_fuzz_inputs import mutated_policy_documents
 from webhook.app import create_app
 from webhook.certs import generate_certificates
 from webhook.settings import Settings
@@ -175,6 +178,28 @@ def test_fuzz_asgi_mutate_answers_a_review_or_400(
         assert answer["response"]["uid"] == json.loads(body)["request"]["uid"]
         # /mutate never pins an image it could not verify, and nothing here verifies
         assert "patch" not in answer["response"]
+
+
+@budget(80)
+@given(mutated_policy_documents(), st.sampled_from(["CREATE", "UPDATE", "DELETE"]),
+       st.one_of(st.builds(lambda: str(uuid.uuid4())), texts(huge=False)))
+def test_fuzz_asgi_validate_policy_answers_every_imagepolicy(
+    asgi: tuple[Any, httpx.AsyncClient, AuditTail], policy: dict[str, Any], operation: str,
+    uid: str,
+) -> None:
+    """/validate-policy: a broken ImagePolicy is refused with its problems, never a 500."""
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "operation": operation, "object": policy,
+        "kind": {"group": "sealgate.dev", "version": "v1alpha1", "kind": "ImagePolicy"}}}
+    body = write_json(review).encode()
+    response = post(asgi, "/validate-policy", body)
+    assert response.status_code in (200, 400), response.text[:500]
+    if response.status_code == 200:
+        answer = response.json()["response"]
+        assert answer["uid"] == uid
+        event("allowed" if answer["allowed"] else "refused")
+        if not answer["allowed"]:
+            assert answer["status"]["message"].startswith("invalid ImagePolicy:")
 
 
 # --------------------------------------------------------------------------- served, HTTPS

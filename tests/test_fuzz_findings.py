@@ -167,3 +167,25 @@ def test_a_trivy_vulnerabilities_field_of_the_wrong_type_is_a_report_error(
 ) -> None:
     with pytest.raises(ScanReportError, match="Trivy report: "):
         ids_from_trivy({"Results": [{"Target": "x", "Vulnerabilities": vulnerabilities}]})
+
+
+@pytest.mark.parametrize("where", ["uid", "name"])
+async def test_validate_policy_answers_a_lone_surrogate_with_a_400_not_a_500(
+    webhook: httpx.AsyncClient, where: str
+) -> None:
+    """/validate-policy parsed with the standard library, which accepts "\\ud800"; the
+    answer (uid, or a problem naming the field) then could not be encoded."""
+    obj: dict[str, Any] = {"apiVersion": "sealgate.dev/v1alpha1", "kind": "ImagePolicy",
+                           "metadata": {"name": "p"}, "spec": {}}
+    uid = "u-1"
+    if where == "uid":
+        uid = "\ud800"
+    else:
+        obj["metadata"]["name"] = "p\udfff"
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "operation": "CREATE", "object": obj,
+        "kind": {"group": "sealgate.dev", "version": "v1alpha1", "kind": "ImagePolicy"}}}
+    response = await webhook.post("/validate-policy", content=json.dumps(review).encode(),
+                                  headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "surrogate" in response.json()["error"]

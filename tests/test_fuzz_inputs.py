@@ -116,6 +116,16 @@ HOSTILE_VALUES = st.one_of(
 @st.composite
 def mutated_policies(draw: st.DrawFn) -> str:
     """A valid policy with fields dropped, retyped, renamed or added; as YAML text."""
+    document = draw(mutated_policy_documents())
+    text = yaml.safe_dump(document, allow_unicode=True, sort_keys=False)
+    if draw(st.integers(0, 5)) == 0:
+        text += "---\n" + yaml.safe_dump(document, allow_unicode=True)  # a second document
+    return text
+
+
+@st.composite
+def mutated_policy_documents(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid policy with fields dropped, retyped, renamed or added."""
     document = base_policy()
     for _ in range(draw(st.integers(1, 4))):
         paths = _paths(document)
@@ -137,10 +147,7 @@ def mutated_policies(draw: st.DrawFn) -> str:
             parent[draw(texts(surrogates=False, huge=False))] = draw(HOSTILE_VALUES)
         elif action == "dup" and isinstance(parent, list):
             parent.append(copy.deepcopy(parent[last]))
-    text = yaml.safe_dump(document, allow_unicode=True, sort_keys=False)
-    if draw(st.integers(0, 5)) == 0:
-        text += "---\n" + yaml.safe_dump(document, allow_unicode=True)  # a second document
-    return text
+    return document
 
 
 RAW_YAML = st.one_of(

@@ -8,10 +8,11 @@ DELETE (and anything that is not an ImagePolicy CREATE/UPDATE) is allowed.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from webhook.errors import AdmissionError, SealgateError
 from webhook.kube.objects import Checked, check_object
@@ -37,9 +38,11 @@ def validate_object(obj: Mapping[str, Any]) -> Checked:
 def parse_policy_review(body: bytes) -> tuple[str, str, dict[str, Any] | None]:
     """``(uid, operation, object)`` of an AdmissionReview; AdmissionError when malformed."""
     try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise AdmissionError("body is not JSON") from exc
+        # orjson, as /validate: it refuses lone UTF-16 surrogates, which no answer or log
+        # line could carry
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise AdmissionError(f"body is not JSON: {exc}") from exc
     request = review.get("request") if isinstance(review, dict) else None
     if not isinstance(request, dict):
         raise AdmissionError('no "request" object')
