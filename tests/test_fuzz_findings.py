@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.admission_helpers import pod_review
 from tests.signing import public_pem
 from tests.test_fuzz_admission import fortress_policy
+from webhook.__main__ import main
 from webhook.app import create_app
 from webhook.errors import PolicyError
 from webhook.policy import load_policy_text
@@ -189,3 +190,22 @@ async def test_validate_policy_answers_a_lone_surrogate_with_a_400_not_a_500(
                                   headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert "surrogate" in response.json()["error"]
+
+
+@pytest.mark.parametrize("text", [
+    "a: " + "[" * 5000 + "]" * 5000 + "\n",  # YAML: PyYAML's composer recursion
+    "[" * 100_000 + "]" * 100_000,  # JSON (read as JSON when YAML refuses it)
+    "kind: Pod\nspec: " + "[" * 900 + "]" * 900 + "\n",  # composes, then constructs deep
+], ids=["yaml", "json", "construct"])
+def test_check_names_a_deeply_nested_manifest_file_instead_of_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "fortress.yaml").write_text(fortress_policy())
+    manifest = tmp_path / "deep.yaml"
+    manifest.write_text(text)
+    code = main(["check", "-f", str(manifest), "--policies", str(tmp_path / "policies"),
+                 "-n", "prod"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{manifest}:" in err and "nested too deeply" in err

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from tests.fuzz_reviews import workload
 from tests.fuzzing import SURROGATES, budget, image_references, nested, texts, write_json
 from tests.signing import public_pem
 from webhook.__main__ import main
@@ -396,3 +397,53 @@ def test_fuzz_sarif_logs_read_or_name_the_problem(log: Any, integrated_time: int
     assert isinstance(log, dict) and all(isinstance(run.get("results"), list)
                                          for run in log["runs"])
     assert fact.source == "attestation"
+
+
+# --------------------------------------------------------------------------- sealgate check
+
+
+@st.composite
+def manifest_streams(draw: st.DrawFn) -> str:
+    """Multi-document manifests of any pod-bearing kind (hostile shapes included), as YAML or
+    JSON, sometimes cut short or buried in a List."""
+    kinds = st.sampled_from(["Pod", "Deployment", "CronJob", "ConfigMap", "Job", "DaemonSet"])
+    documents = [draw(workload(kind, hostile=True))
+                 for kind in draw(st.lists(kinds, min_size=1, max_size=3))]
+    for document in documents:
+        if isinstance(document, dict) and isinstance(document.get("metadata"), dict):
+            document["metadata"]["namespace"] = draw(st.sampled_from(["prod", None, "kube-x"]))
+    shape = draw(st.sampled_from(["yaml", "json", "list", "torn"]))
+    if shape == "json":
+        return write_json(documents[0])
+    if shape == "list":
+        documents = [{"apiVersion": "v1", "kind": "List", "items": documents}]
+    text = "---\n".join(yaml.safe_dump(json.loads(write_json(d)), allow_unicode=True)
+                        for d in documents)
+    return text[:draw(st.integers(0, len(text)))] if shape == "torn" else text
+
+
+@budget(60)
+@given(manifest_streams())
+def test_fuzz_check_decides_any_manifest_or_names_the_problem(
+    tmp_path_factory: pytest.TempPathFactory, fortress: Path, text: str
+) -> None:
+    path = tmp_path_factory.mktemp("manifests") / "m.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    code, out, err = run_cli("check", "-f", str(path), "--policies", str(fortress),
+                             "-n", "prod", "-o", "json")
+    assert code in (0, 1, 2), (code, err)
+    assert "Traceback" not in out + err
+    event(f"exit {code}")
+    if code == 2:
+        assert err.startswith("sealgate: "), err
+    else:
+        json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def fortress(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_fuzz_admission import fortress_policy
+
+    directory = tmp_path_factory.mktemp("fortress")
+    (directory / "fortress.yaml").write_text(fortress_policy())
+    return directory

@@ -60,6 +60,8 @@ def load_manifests(text: str, file: str) -> list[ManifestObject]:
         raise ManifestError(f"{file}:{line}: invalid YAML: {exc.problem or exc}") from exc
     except yaml.YAMLError as exc:
         raise ManifestError(f"{file}:1: invalid YAML: {exc}") from exc
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ManifestError(f"{file}:1: invalid YAML: nested too deeply") from None
     objects: list[ManifestObject] = []
     for node in documents:
         if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
@@ -77,6 +79,8 @@ def _try_json(text: str, file: str) -> list[ManifestObject] | None:
     except ValueError as exc:
         line = getattr(exc, "lineno", 1)
         raise ManifestError(f"{file}:{line}: invalid JSON: {exc}") from exc
+    except RecursionError:
+        raise ManifestError(f"{file}:1: invalid JSON: nested too deeply") from None
     return list(_objects_from_value(value, file, 1))
 
 
@@ -86,6 +90,9 @@ def _construct(node: Node, file: str) -> Any:
     except ConstructorError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else node.start_mark.line + 1
         raise ManifestError(f"{file}:{line}: invalid YAML value: {exc.problem}") from exc
+    except RecursionError:
+        raise ManifestError(f"{file}:{node.start_mark.line + 1}: invalid YAML value: "
+                            "nested too deeply") from None
 
 
 def _objects(node: Node, file: str) -> Iterator[ManifestObject]:
