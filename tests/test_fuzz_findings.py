@@ -209,3 +209,32 @@ def test_check_names_a_deeply_nested_manifest_file_instead_of_a_traceback(
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"{manifest}:" in err and "nested too deeply" in err
+
+
+@pytest.mark.parametrize("ref", [["a", 1], 7, {"x": 1}])
+def test_audit_report_reads_a_line_whose_image_ref_is_not_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ref: Any
+) -> None:
+    """A recorded image whose ``ref`` was not a string crashed `audit report` (TypeError)."""
+    line = {"time": "2026-11-30T10:00:00Z", "namespace": "prod", "decision": "deny",
+            "enforced_by": ["p"], "images": [{"ref": ref, "policy": "p", "rule": "r",
+                                               "mode": "enforce", "violations": ["x: denied"]}]}
+    log = tmp_path / "audit.log"
+    log.write_text(json.dumps(line) + "\n")
+    assert main(["audit", "report", str(log)]) == 0
+    assert "denied" in capsys.readouterr().out
+
+
+def test_replay_reads_a_line_whose_checked_images_are_not_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`checked_images: [[]]` crashed `replay` (TypeError: unhashable type: 'list')."""
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "fortress.yaml").write_text(fortress_policy())
+    line = {"time": "2026-11-30T10:00:00Z", "namespace": "prod", "kind": "Pod",
+            "operation": "CREATE", "decision": "allow", "reason": "no-policy",
+            "images": [], "checked_images": [[], {"a": 1}, "registry.example.com/x:v1"]}
+    log = tmp_path / "audit.log"
+    log.write_text(json.dumps(line) + "\n")
+    assert main(["replay", str(log), "--policies", str(tmp_path / "policies")]) in (0, 1)
+    assert "registry.example.com/x" in capsys.readouterr().out

@@ -301,7 +301,7 @@ def replay_line(line: AuditLine, policies: PolicySet) -> Replayed | None:
     checked = record.get("checked_images")
     if not images and isinstance(checked, list):
         # a no-policy admission: the images are known, their facts are not
-        images = [ref for ref in dict.fromkeys(checked) if isinstance(ref, str)]
+        images = list(dict.fromkeys(ref for ref in checked if isinstance(ref, str)))
     applicable = policies.applicable(line.namespace)
     if not images and record.get("reason") in ("no-policy", "error"):
         if not applicable and record.get("reason") == "no-policy":

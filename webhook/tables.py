@@ -18,10 +18,11 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def strip_subject(message: str, *subjects: str | None) -> str:
-    """A violation without its leading ``image: `` (the table already names the image)."""
+def strip_subject(message: str, *subjects: object) -> str:
+    """A violation without its leading ``image: `` (the table already names the image);
+    subjects that are not text (an edited audit line) are ignored."""
     for subject in subjects:
-        if subject and message.startswith(subject):
+        if isinstance(subject, str) and subject and message.startswith(subject):
             head, sep, rest = message.partition(": ")
             if sep and " " not in head:
                 return rest
