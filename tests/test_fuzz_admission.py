@@ -11,8 +11,10 @@ denied, and the one rule's registry (127.0.0.1:1) refuses connections under onEr
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -29,7 +31,7 @@ from hypothesis import strategies as st
 from tests.fuzz_reviews import hostile_reviews, well_formed_reviews
 from tests.fuzzing import budget, images_an_enforce_policy_denies, texts, write_json
 from tests.signing import public_pem
-from tests.test_e2e import free_port, start_server
+from tests.test_e2e import free_port
 from tests.test_fuzz_inputs import mutated_policy_documents
 from webhook.app import create_app
 from webhook.certs import generate_certificates
@@ -214,17 +216,21 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
     (tmp / "policies").mkdir()
     (tmp / "policies" / "fortress.yaml").write_text(fortress_policy())
     port = free_port()
-    process = start_server(tmp, tmp / "policies", {
-        "SEALGATE_HOST": "127.0.0.1", "SEALGATE_PORT": str(port),
-        "SEALGATE_CERT": str(certs / "tls.crt"), "SEALGATE_KEY": str(certs / "tls.key"),
-        "SEALGATE_AUDIT_LOG": str(tmp / "audit.log"), "SEALGATE_DEADLINE": "2s",
-    })
+    # the server's output goes to a file: an undrained pipe fills (one log line per
+    # rejected review) and then blocks the server, which is not what is under test here
+    log = (tmp / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "serve", "--policies", str(tmp / "policies")],
+        stdout=log, stderr=subprocess.STDOUT, env={
+            **os.environ, "SEALGATE_HOST": "127.0.0.1", "SEALGATE_PORT": str(port),
+            "SEALGATE_CERT": str(certs / "tls.crt"), "SEALGATE_KEY": str(certs / "tls.key"),
+            "SEALGATE_AUDIT_LOG": str(tmp / "audit.log"), "SEALGATE_DEADLINE": "2s"})
     trust = ssl.create_default_context(cafile=certs / "ca.crt")
     client = httpx.Client(base_url=f"https://localhost:{port}", verify=trust, timeout=20)
     try:
         for _ in range(200):
             if process.poll() is not None:
-                pytest.fail(f"sealgate serve exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+                pytest.fail(f"sealgate serve exited: {(tmp / 'serve.log').read_text()}")
             try:
                 if client.get("/readyz").status_code == 200:
                     break
@@ -239,11 +245,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
         client.close()
         process.terminate()
         try:
-            _, stderr = process.communicate(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            _, stderr = process.communicate()
-        assert b"Traceback" not in stderr, stderr.decode(errors="replace")[-3000:]
+            process.wait()
+        log.close()
+        output = (tmp / "serve.log").read_text(errors="replace")
+        assert "Traceback" not in output, output[-3000:]
 
 
 @budget(40)

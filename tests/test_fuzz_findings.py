@@ -238,3 +238,18 @@ def test_replay_reads_a_line_whose_checked_images_are_not_text(
     log.write_text(json.dumps(line) + "\n")
     assert main(["replay", str(log), "--policies", str(tmp_path / "policies")]) in (0, 1)
     assert "registry.example.com/x" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field", ["apiVersion", "kind"])
+async def test_a_deeply_nested_apiversion_or_kind_is_a_400_not_a_500(
+    webhook: httpx.AsyncClient, field: str
+) -> None:
+    """The 400 message quoted the value with repr(), which a value nested 1000 deep (under
+    the JSON parser's depth limit) turned into RecursionError: a 500."""
+    review = pod_review("registry.example.com/team/app:v1")
+    body = json.dumps(review).replace(
+        f'"{field}": "{review[field]}"', f'"{field}": ' + "[" * 1000 + "]" * 1000, 1)
+    response = await webhook.post("/validate", content=body.encode(),
+                                  headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert field in response.json()["error"]

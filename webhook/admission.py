@@ -64,9 +64,10 @@ def parse_review(body: bytes) -> AdmissionRequest:
     if not isinstance(review, dict):
         raise AdmissionError("request body is not an AdmissionReview object")
     if review.get("kind") != "AdmissionReview":
-        raise AdmissionError(f"kind must be AdmissionReview, not {review.get('kind')!r}")
+        raise AdmissionError(f"kind must be AdmissionReview, not {_shown(review.get('kind'))}")
     if review.get("apiVersion") != API_VERSION:
-        raise AdmissionError(f"apiVersion must be {API_VERSION}, not {review.get('apiVersion')!r}")
+        raise AdmissionError(
+            f"apiVersion must be {API_VERSION}, not {_shown(review.get('apiVersion'))}")
     request = review.get("request")
     if not isinstance(request, dict):
         raise AdmissionError("AdmissionReview has no request")
@@ -230,6 +231,16 @@ def review_response(
     if warnings:
         response["warnings"] = list(warnings)
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short strings quoted, anything else by type (repr of a
+    value nested a thousand deep raises RecursionError, and of a huge one is huge)."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value[:60] + ("…" if len(value) > 60 else ""))
+    return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
 
 
 def _str(value: Any, what: str) -> str | None:
