@@ -124,6 +124,10 @@ def _serve(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"sealgate: {path}: no such file", file=sys.stderr)
             return 2
+    if settings.cache_url is not None and settings.cache_key is not None:
+        from webhook.sharedcache import load_cache_key
+
+        load_cache_key(settings.cache_key)  # an unreadable or short key is a start-up error
     # Load once before binding (policies and the trust roots they name, as every reload
     # does): a missing or broken policy directory is a start-up error.
     policies = load_policies(settings.policies, generation=1)

@@ -185,6 +185,7 @@ async def validate(request: Request) -> Response:
     except AuditWriteError as exc:
         # A decision is never returned unrecorded: the API server's failurePolicy decides.
         log.error("audit write failed, answering 500: %s", exc)
+        state.metrics.audit_write_failures.inc()
         return _error(500, "audit log unavailable; no decision returned")
     state.metrics.admission_requests.labels(
         decision=decision.decision, mode=_strictest_mode(decision)

@@ -4,6 +4,10 @@ Keys hold facts (a digest, a signature outcome for (repository, digest,
 authority), a scan result), never decisions, so a policy edit takes effect at
 once. Successes live ``success_ttl``, definitive failures ``failure_ttl``;
 errors (registry down, timeout) are never stored: the next request asks again.
+
+A second level (SPEC §9: the shared cache on Valkey/Redis, webhook/sharedcache.py)
+may sit behind it. It is consulted only by the single fetch of a local miss, so a
+local hit costs exactly what it did without it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from cachetools import TLRUCache
 
@@ -27,6 +31,24 @@ class CacheSettings:
     digest_ttl: float = 60.0
     success_ttl: float = 600.0
     failure_ttl: float = 30.0
+
+
+class SecondLevel(Protocol):
+    """A cache level behind this one, shared with other processes."""
+
+    def shares(self, fact: str) -> bool:
+        """Whether facts of this type go through this level at all."""
+        ...
+
+    async def get_or_fetch(
+        self,
+        fact: str,
+        key: Hashable,
+        fetch: Callable[[], Awaitable[T]],
+        ttl_of: Callable[[T], float | None],
+    ) -> tuple[T, float | None, bool]:
+        """(value, seconds to keep it locally or None, whether it came from this level)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +66,12 @@ class FactCache:
         *,
         timer: Callable[[], float] = time.monotonic,
         on_event: CacheEvent | None = None,
+        second: SecondLevel | None = None,
     ) -> None:
         self.settings = settings or CacheSettings()
         self._timer = timer
         self._on_event = on_event
+        self.second = second
         self._caches: dict[str, TLRUCache[Hashable, _Entry[Any]]] = {}
         self._inflight: dict[tuple[str, Hashable], asyncio.Future[Any]] = {}
 
@@ -94,12 +118,14 @@ class FactCache:
         if pending is not None:
             self._event(fact, "shared")
             # shield: one waiter reaching its deadline must not cancel the others' fetch
-            return await asyncio.shield(pending), True
+            value, _ = await asyncio.shield(pending)
+            return value, True
         self._event(fact, "miss")
         task = asyncio.ensure_future(self._fetch(fact, key, fetch, classify))
         self._inflight[flight_key] = task
         task.add_done_callback(lambda done: self._finished(flight_key, done))
-        return await asyncio.shield(task), False
+        value, from_second = await asyncio.shield(task)
+        return value, from_second
 
     def _finished(self, flight_key: tuple[str, Hashable], task: asyncio.Future[Any]) -> None:
         self._inflight.pop(flight_key, None)
@@ -112,12 +138,18 @@ class FactCache:
         key: Hashable,
         fetch: Callable[[], Awaitable[T]],
         classify: Callable[[T], Verdict],
-    ) -> T:
-        value = await fetch()
-        ttl = self.ttl_for(classify(value), fact=fact)
+    ) -> tuple[T, bool]:
+        second = self.second
+        if second is not None and second.shares(fact):
+            value, ttl, from_second = await second.get_or_fetch(
+                fact, key, fetch, lambda fetched: self.ttl_for(classify(fetched), fact=fact)
+            )
+        else:
+            value = await fetch()
+            ttl, from_second = self.ttl_for(classify(value), fact=fact), False
         if ttl is not None and ttl > 0:
             self._cache(fact)[key] = _Entry(value, ttl)
-        return value
+        return value, from_second
 
     def clear(self) -> None:
         for cache in self._caches.values():

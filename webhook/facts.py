@@ -35,6 +35,7 @@ from webhook.references import ImageReference
 from webhook.registry import RegistryClient, RegistryCredentials
 from webhook.scans import ScanReportError, fact_from_statement, is_scan_statement
 from webhook.settings import Settings
+from webhook.sharedcache import shared_cache
 from webhook.signatures.attestations import (
     AttachedAttestations,
     fetch_attestations,
@@ -457,7 +458,9 @@ async def registry_facts(
     )
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     timeout = httpx.Timeout(settings.deadline, connect=min(3.0, settings.deadline))
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as http:
+    async with shared_cache(settings, metrics=metrics) as cache.second, httpx.AsyncClient(
+        limits=limits, timeout=timeout, transport=transport
+    ) as http:
         registry = RegistryClient(
             http, credentials=credentials, insecure=settings.insecure_registries,
             on_response=metrics.registry_response if metrics is not None else None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,10 @@ class Settings:
     success_ttl: float = 600.0  # verified signatures, scan results
     failure_ttl: float = 30.0  # definitive failures (unsigned, tag unknown, no scan)
     reload_interval: float = 1.0  # policy directory polling; 0 disables hot reload
+    # SPEC §9 shared cache: redis:// or rediss:// (Valkey or Redis) behind the local cache
+    cache_url: str | None = None
+    cache_key: Path | None = None  # file holding the HMAC key; required with cache_url
+    cache_timeout: float = 0.05  # slower answers are skipped (local cache only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -97,9 +101,37 @@ class Settings:
             values["mode_override"] = None if v == "enforce" else v
         if (v := text("SEALGATE_MUTATE")) is not None:
             values["mutate"] = _bool(v, "SEALGATE_MUTATE")
+        _shared_cache(text, values)
         settings = cls(**values)
         flags = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **flags) if flags else settings
+
+
+def _shared_cache(text: Callable[[str], str | None], values: dict[str, Any]) -> None:
+    """SEALGATE_CACHE_URL / _KEY / _TIMEOUT (SPEC §9): a URL without a key is refused."""
+    if (v := text("SEALGATE_CACHE_TIMEOUT")) is not None:
+        try:
+            values["cache_timeout"] = parse_duration(v).total_seconds()
+        except ValueError as exc:
+            raise SettingsError(f"SEALGATE_CACHE_TIMEOUT: {exc}") from exc
+        if values["cache_timeout"] <= 0:
+            raise SettingsError("SEALGATE_CACHE_TIMEOUT: must be greater than zero")
+    if (v := text("SEALGATE_CACHE_KEY")) is not None:
+        values["cache_key"] = Path(v)
+    url = text("SEALGATE_CACHE_URL")
+    if url is None:
+        return
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss"):
+        raise SettingsError(
+            "SEALGATE_CACHE_URL: must start with redis:// or rediss:// (Valkey or Redis)"
+        )
+    if "cache_key" not in values:
+        raise SettingsError(
+            "SEALGATE_CACHE_KEY: required with SEALGATE_CACHE_URL (a file holding the secret "
+            "that authenticates shared cache entries)"
+        )
+    values["cache_url"] = url
 
 
 def _port(value: str, name: str) -> int:
