@@ -366,13 +366,36 @@ async def test_a_slow_server_is_skipped(redis_server: RedisServer) -> None:
     replica = Replica(redis_server.url)
     try:
         await replica.get("warmup", Outcome("ok"))  # connected
+        await settle(replica)
         raw(redis_server).execute_command("CLIENT", "PAUSE", "500", "ALL")
         started = time.monotonic()
         assert await replica.get("slow", Outcome("ok")) == (Outcome("ok"), False)
         assert time.monotonic() - started < 0.2
         assert _skips(replica) == 1
+        # one late answer is not an outage: the level stays on and is used once it answers
+        assert replica.metric("sealgate_shared_cache_up") == 1
+        assert replica.metric("sealgate_shared_cache_errors_total", reason="timeout") == 1
+        await asyncio.sleep(0.6)
+        other = Replica(redis_server.url)
+        try:
+            await other.get("later", Outcome("ok"))
+            await settle(other)
+        finally:
+            await other.level.aclose()
+        assert await replica.get("later", Outcome("fail")) == (Outcome("ok"), True)
     finally:
         await replica.level.aclose()
+
+
+async def test_startup_connects_or_starts_backing_off(redis_server: RedisServer) -> None:
+    up = SharedCache(redis_client(redis_server.url, timeout=0.05), SECRET)
+    down = SharedCache(redis_client(f"redis://127.0.0.1:{free_port()}/0", timeout=0.05), SECRET)
+    try:
+        assert await up.connect() is True
+        assert await down.connect() is False
+    finally:
+        await up.aclose()
+        await down.aclose()
 
 
 async def test_reconnects_after_a_restart(redis_server: RedisServer) -> None:

@@ -19,9 +19,10 @@ the hit ratio:
   ended in an error stores nothing (errors are never cached) and drops the lease;
   the waiters then fetch on their own.
 - **Invisible when down.** Every call is bounded by ``SEALGATE_CACHE_TIMEOUT``;
-  a refused connection, a hang or a slow answer skips the level (the local cache
-  and a direct fetch answer), is counted, logged at most once a minute, and the
-  level is retried after a backoff (0.5 s doubling to 30 s). Writes happen after
+  a late answer skips the level for that lookup (the local cache and a direct
+  fetch answer) and is counted; a refused connection, or three late answers in a
+  row (a hang), also turn the level off: logged at most once a minute, retried
+  after a backoff (0.5 s doubling to 30 s). Writes happen after
   the answer, in the background.
 """
 
@@ -46,6 +47,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from webhook.decision import Outcome, ScanFact
 from webhook.metrics import Metrics
@@ -66,6 +68,7 @@ MIN_KEY_BYTES = 16
 _LOG_EVERY = 60.0
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
+_SLOW_IN_A_ROW = 3
 
 
 class CodecError(ValueError):
@@ -279,6 +282,7 @@ class SharedCache:
         self._background: set[asyncio.Task[None]] = set()
         self._retry_at = 0.0  # monotonic: skip the level until then
         self._backoff = 0.0
+        self._slow_in_a_row = 0
         self._logged_at = -_LOG_EVERY * 2
         if metrics is not None:
             metrics.shared_cache_up.set(1)
@@ -401,15 +405,39 @@ class SharedCache:
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(operation, exc)
             return None
+        self._slow_in_a_row = 0
         if self._backoff:
             self._recovered()
         return answer
 
+    async def connect(self, *, within: float = 2.0) -> bool:
+        """Open a first connection and load the scripts, with more time than a lookup gets
+        (a TCP/TLS handshake and authentication take a few round trips); False when the
+        cache does not answer, which only starts the level in backoff."""
+        try:
+            async with asyncio.timeout(within):
+                await self._client.ping()
+                for script in (self._lookup_script, self._store_script, self._renew_script):
+                    await self._client.script_load(script.script)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._slow_in_a_row = _SLOW_IN_A_ROW
+            self._failed("connect", exc)
+            return False
+        return True
+
     def _failed(self, operation: str, exc: BaseException) -> None:
         now = self._timer()
-        reason = "timeout" if isinstance(exc, TimeoutError) else "unavailable"
+        slow = isinstance(exc, TimeoutError | RedisTimeoutError)
         if self._metrics is not None:
-            self._metrics.shared_cache_errors.labels(reason=reason).inc()
+            self._metrics.shared_cache_errors.labels(
+                reason="timeout" if slow else "unavailable").inc()
+        if slow:
+            # One late answer (a busy event loop can cause that) is skipped on its own;
+            # a run of them means the cache is down or hanging.
+            self._slow_in_a_row += 1
+            if self._slow_in_a_row < _SLOW_IN_A_ROW:
+                return
+        if self._metrics is not None:
             self._metrics.shared_cache_up.set(0)
         if now >= self._retry_at:  # concurrent failures back off once
             doubled = min(self._backoff * 2, _BACKOFF_MAX)
@@ -417,7 +445,7 @@ class SharedCache:
             self._retry_at = now + self._backoff
         if now - self._logged_at >= _LOG_EVERY:
             self._logged_at = now
-            what = f"no answer within {self.timeout * 1000:g} ms" if reason == "timeout" else (
+            what = f"no answer within {self.timeout * 1000:g} ms" if slow else (
                 f"{exc.__class__.__name__}: {exc}")
             log.warning("shared cache unavailable (%s during %s); using the local cache only, "
                         "retrying in %gs", what, operation, self._backoff)
@@ -494,6 +522,7 @@ async def shared_cache(
         timeout=settings.cache_timeout, max_wait=settings.deadline / 2, metrics=metrics,
     )
     try:
+        await level.connect()
         yield level
     finally:
         await level.aclose()

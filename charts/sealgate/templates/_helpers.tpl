@@ -62,6 +62,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if or .Values.trustedRoots.existingConfigMap .Values.trustedRoots.files }}true{{ end }}
 {{- end }}
 
+{{/* The shared cache (SPEC §9): a URL (or a Secret holding one) and the HMAC key Secret. */}}
+{{- define "sealgate.sharedCacheEnabled" -}}
+{{- if or .Values.sharedCache.url .Values.sharedCache.urlSecret.name }}
+{{- if not .Values.sharedCache.keySecret.name }}
+{{- fail "sharedCache.keySecret.name is required with a shared cache URL: a Secret holding the key that authenticates cache entries (e.g. kubectl create secret generic sealgate-cache-key --from-literal=cache.key=$(head -c 32 /dev/urandom | base64))" }}
+{{- end }}
+{{- if and .Values.sharedCache.url .Values.sharedCache.urlSecret.name }}
+{{- fail "sharedCache: set url or urlSecret, not both" }}
+{{- end }}
+{{- if and .Values.sharedCache.url (not (regexMatch "^rediss?://" .Values.sharedCache.url)) }}
+{{- fail "sharedCache.url must start with redis:// or rediss://" }}
+{{- end }}true
+{{- end }}
+{{- end }}
+
 {{/* SEALGATE_DEADLINE: stays below the API server's timeoutSeconds (SPEC §4). */}}
 {{- define "sealgate.deadline" -}}
 {{- if .Values.config.deadline }}
