@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint bench clean registry-deps
+.PHONY: run test lint bench clean registry-deps cache-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,26 @@ registry-deps:
 	  fi; \
 	fi
 
+# Debian's redis-server (shared cache tests and bench) and promtool (package prometheus:
+# the chart's alert rules), installed the same way.
+cache-deps:
+	@for pair in redis-server:redis-server promtool:prometheus; do \
+	  bin=$${pair%%:*}; pkg=$${pair#*:}; \
+	  if ! command -v $$bin >/dev/null 2>&1 && [ ! -x /usr/bin/$$bin ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing Debian's $$pkg for the tests"; \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkg) >/dev/null \
+	        || echo "could not install $$pkg; run: sudo apt-get install -y $$pkg"; \
+	    else \
+	      echo "$$bin is missing; its tests will skip. Install it with: sudo apt-get install -y $$pkg"; \
+	    fi; \
+	  fi; \
+	done
+
 run: $(VENV)/.installed-run registry-deps
 	$(BIN)/python scripts/dev_server.py --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test registry-deps
+test: $(VENV)/.installed-test registry-deps cache-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-lint
@@ -47,8 +63,9 @@ lint: $(VENV)/.installed-lint
 	$(BIN)/hadolint --failure-threshold style Dockerfile
 
 # Latency/throughput as ratios against a bare Starlette endpoint, measured in one run.
-bench: $(VENV)/.installed-test registry-deps
+bench: $(VENV)/.installed-test registry-deps cache-deps
 	$(BIN)/python bench/admission_bench.py
+	$(BIN)/python bench/shared_cache_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -283,7 +283,7 @@ class SharedCache:
         self._retry_at = 0.0  # monotonic: skip the level until then
         self._backoff = 0.0
         self._slow_in_a_row = 0
-        self._logged_at = -_LOG_EVERY * 2
+        self._logged_at = self._integrity_logged_at = -_LOG_EVERY * 2
         if metrics is not None:
             metrics.shared_cache_up.set(1)
 
@@ -464,8 +464,8 @@ class SharedCache:
         if self._metrics is not None:
             self._metrics.cache_integrity_failures.labels(fact=fact).inc()
         now = self._timer()
-        if now - self._logged_at >= _LOG_EVERY:
-            self._logged_at = now
+        if now - self._integrity_logged_at >= _LOG_EVERY:
+            self._integrity_logged_at = now
             log.warning("shared cache entry for a %s fact failed its integrity check (%s): "
                         "treated as a miss; is something else writing to the cache?", fact, why)
 
