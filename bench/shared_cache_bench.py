@@ -244,7 +244,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             body = json.dumps(review(images[0])).encode()
             rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in sets}
             for number in range(args.rounds):
-                for mode, replicas in sets.items():
+                order = list(sets.items())
+                for mode, replicas in order if number % 2 == 0 else order[::-1]:  # ABBA
                     print(f"warm path, {mode}, round {number + 1}/{args.rounds}…",
                           file=sys.stderr)
                     rounds[mode].append(run_wrk(wrk, replicas[0].url, body, args.seconds,

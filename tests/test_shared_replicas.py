@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import trustme
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 
@@ -67,7 +68,9 @@ async def replica(tmp_path: Path, name: str, registry: RegistryServer, key: Priv
     secret.write_text("shared-secret-of-the-two-replicas\n")
     settings = Settings(policies=policies, audit_log=tmp_path / f"{name}.log", deadline=5.0,
                         insecure_registries=frozenset({registry.host}), reload_interval=0,
-                        cache_url=redis_url, cache_key=secret)
+                        cache_url=redis_url, cache_key=secret,
+                        # about sharing, not speed: a busy CI host must not skip the cache
+                        cache_timeout=0.5)
     transport = CountingTransport()
     app = create_app(settings, transport=transport)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
@@ -200,3 +203,22 @@ async def test_cache_killed_mid_run_changes_no_decision(
         lines = a.audit_log.read_text().splitlines() + b.audit_log.read_text().splitlines()
         assert len(lines) == 12
         assert all(json.loads(line)["reason"] is None for line in lines)
+
+
+async def test_over_tls_with_a_password(
+    tmp_path: Path, registry: RegistryServer, key: PrivateKey, redis_binary: str
+) -> None:
+    """rediss:// with the server's CA named in the URL, and requirepass; a wrong password
+    only turns sharing off."""
+    image = scanned_image(registry, key, "team/over-tls")
+    with RedisServer(redis_binary, tls=trustme.CA(), password="s3cret") as server:
+        async with two(tmp_path, registry, key, server.url) as (a, b):
+            assert (await a.review(image))["allowed"]
+            await a.settle()
+            assert (await b.review(image))["allowed"]
+            assert b.transport.total == 0
+        wrong = server.url.replace(":s3cret@", ":wrong@")
+        async with replica(tmp_path / "wrong", "c", registry, key, wrong) as c:
+            assert (await c.review(image))["allowed"]
+            assert c.transport.counts["sig-manifest"] == 1
+            assert await c.metric("sealgate_shared_cache_up") == 0

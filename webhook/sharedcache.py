@@ -410,13 +410,15 @@ class SharedCache:
             self._recovered()
         return answer
 
-    async def connect(self, *, within: float = 2.0) -> bool:
-        """Open a first connection and load the scripts, with more time than a lookup gets
-        (a TCP/TLS handshake and authentication take a few round trips); False when the
-        cache does not answer, which only starts the level in backoff."""
+    async def connect(self, *, within: float = 2.0, connections: int = 8) -> bool:
+        """Open the first connections and load the scripts, with more time than a lookup
+        gets: a TCP/TLS handshake and authentication take several round trips, which a
+        50 ms budget on a busy host may not cover. Concurrent pings leave ``connections``
+        open in the pool for the facts a request looks up at once. False when the cache
+        does not answer, which only starts the level in backoff."""
         try:
             async with asyncio.timeout(within):
-                await self._client.ping()
+                await asyncio.gather(*(self._client.ping() for _ in range(connections)))
                 for script in (self._lookup_script, self._store_script, self._renew_script):
                     await self._client.script_load(script.script)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -495,11 +497,14 @@ class SharedCache:
 
 
 def redis_client(url: str, *, timeout: float) -> aioredis.Redis:
-    """An async client that never retries by itself (the level's own timeout decides)."""
+    """An async client that never retries by itself. Each call is bounded by the level's
+    own timeout; the socket timeouts are only a backstop, loose enough for the TLS
+    handshake of the first connection (``SharedCache.connect``)."""
+    backstop = max(timeout, 1.0)
     client: aioredis.Redis = aioredis.Redis.from_url(
         url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+        socket_timeout=backstop,
+        socket_connect_timeout=backstop,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
     )
