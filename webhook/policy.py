@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -190,6 +191,7 @@ class PolicySet:
                     yield from rule.scan.attestors
 
 
+@functools.lru_cache(maxsize=4096)  # fingerprints are cache keys, asked for on every review
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 

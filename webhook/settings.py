@@ -36,6 +36,8 @@ class Settings:
     success_ttl: float = 600.0  # verified signatures, scan results
     failure_ttl: float = 30.0  # definitive failures (unsigned, tag unknown, no scan)
     reload_interval: float = 1.0  # policy directory polling; 0 disables hot reload
+    audit_key: Path | None = None  # file with the HMAC key of the audit chain (SPEC §9)
+    workers: int = 1  # processes serving one port (SPEC §9)
     # SPEC §9 shared cache: redis:// or rediss:// (Valkey or Redis) behind the local cache
     cache_url: str | None = None
     cache_key: Path | None = None  # file holding the HMAC key; required with cache_url
@@ -61,6 +63,7 @@ class Settings:
             ("key", "SEALGATE_KEY"),
             ("audit_log", "SEALGATE_AUDIT_LOG"),
             ("registry_auth", "SEALGATE_REGISTRY_AUTH"),
+            ("audit_key", "SEALGATE_AUDIT_KEY"),
         ):
             if (v := text(var)) is not None:
                 values[attr] = Path(v)
@@ -89,6 +92,11 @@ class Settings:
                 raise SettingsError(f"SEALGATE_CACHE_SIZE: not a whole number: {v!r}") from None
             if values["cache_size"] < 1:
                 raise SettingsError("SEALGATE_CACHE_SIZE: must be at least 1")
+        if (v := text("SEALGATE_WORKERS")) is not None:
+            try:
+                values["workers"] = int(v)
+            except ValueError:
+                raise SettingsError(f"SEALGATE_WORKERS: not a whole number: {v!r}") from None
         if (v := text("SEALGATE_INSECURE_REGISTRIES")) is not None:
             values["insecure_registries"] = frozenset(
                 part.strip() for part in v.split(",") if part.strip()
@@ -104,7 +112,10 @@ class Settings:
         _shared_cache(text, values)
         settings = cls(**values)
         flags = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **flags) if flags else settings
+        settings = replace(settings, **flags) if flags else settings
+        if settings.workers < 1:
+            raise SettingsError(f"SEALGATE_WORKERS: must be at least 1, not {settings.workers}")
+        return settings
 
 
 def _shared_cache(text: Callable[[str], str | None], values: dict[str, Any]) -> None:

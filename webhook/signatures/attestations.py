@@ -20,7 +20,7 @@ import base64
 import binascii
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +35,7 @@ from webhook.oci import (
     COSIGN_BUNDLE_ANNOTATION,
     COSIGN_VULN_PREDICATE,
     DSSE_ENVELOPE,
+    Descriptor,
     SignatureLayer,
 )
 from webhook.references import ImageReference
@@ -280,9 +281,13 @@ class AttestationResults:
 
 
 async def fetch_attestations(
-    registry: RegistryClient, ref: ImageReference, image_digest: str
+    registry: RegistryClient, ref: ImageReference, image_digest: str, *,
+    list_referrers: Callable[[], Awaitable[Sequence[Descriptor]]] | None = None,
 ) -> AttachedAttestations:
-    """Legacy ``.att`` layers and bundle referrers of an image (RegistryError on failure)."""
+    """Legacy ``.att`` layers and bundle referrers of an image (RegistryError on failure).
+
+    ``list_referrers``: how to list the image's referrers when the caller shares one listing
+    between signatures and attestations."""
     layers: list[SignatureLayer] = []
     bundles: list[FetchedBundle] = []
     errors: list[RegistryError] = []
@@ -295,7 +300,8 @@ async def fetch_attestations(
 
     async def referrers() -> None:
         try:
-            found = await fetch_bundles(registry, ref, image_digest)
+            listed = await list_referrers() if list_referrers is not None else None
+            found = await fetch_bundles(registry, ref, image_digest, referrers=listed)
         except RegistryError as exc:
             errors.append(exc)
             return

@@ -710,14 +710,20 @@ async def fetch_bundles(
     image_digest: str,
     *,
     predicate_type: str | None = None,
+    referrers: Sequence[Descriptor] | None = None,
 ) -> list[FetchedBundle]:
     """Bundle referrers of an image, fetched (manifest + layer, each verified by digest).
 
     ``predicate_type`` skips referrers whose ``dev.sigstore.bundle.predicateType``
     annotation names another type (an unauthenticated hint: it only saves fetches;
-    the statement inside is what is checked). RegistryError when the registry fails.
+    the statement inside is what is checked). ``referrers``: the image's referrers list
+    when the caller has it already (one listing serves signatures and attestations).
+    RegistryError when the registry fails.
     """
-    descriptors = await registry.referrers(ref, image_digest, artifact_type=SIGSTORE_BUNDLE_V03)
+    if referrers is None:
+        referrers = await registry.referrers(ref, image_digest,
+                                             artifact_type=SIGSTORE_BUNDLE_V03)
+    descriptors = [item for item in referrers if item.artifact_type == SIGSTORE_BUNDLE_V03]
     wanted = [
         descriptor for descriptor in descriptors
         if predicate_type is None
