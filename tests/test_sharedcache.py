@@ -4,6 +4,7 @@ and a server that is down, hanging or slow."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import socket
@@ -113,6 +114,14 @@ def test_fact_types_round_trip(value: object) -> None:
 def test_decoding_accepts_only_the_fact_encoding(data: Any) -> None:
     with pytest.raises(CodecError):
         decode_fact(data)
+
+
+def test_the_encoding_covers_every_field_of_the_fact_types() -> None:
+    # A field added to Outcome or ScanFact must be added to sharedcache's encoding (and its
+    # _PREFIX version bumped), or replicas would share facts that lost it.
+    assert [f.name for f in dataclasses.fields(Outcome)] == ["status", "reason"]
+    assert [f.name for f in dataclasses.fields(ScanFact)] == [
+        "source", "scanned_at", "ids", "attestor"]
 
 
 def test_values_of_other_types_are_not_shared() -> None:

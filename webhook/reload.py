@@ -20,7 +20,7 @@ import anyio
 
 from webhook.errors import PolicyError, SealgateError
 from webhook.metrics import Metrics
-from webhook.policy import PolicySet, load_policy_dir
+from webhook.policy import NotationAuthority, PolicySet, load_policy_dir
 from webhook.signatures.trust import load_trusted_root
 
 log = logging.getLogger("sealgate")
@@ -36,6 +36,8 @@ def load_policies(directory: Path, *, generation: int) -> PolicySet:
                 *(rule.scan.attestors if rule.scan else ()),
             )
             for authority in authorities:
+                if isinstance(authority, NotationAuthority):
+                    continue  # its trust store is in the policy itself
                 try:
                     load_trusted_root(authority.trusted_root)
                 except SealgateError as exc:

@@ -30,6 +30,7 @@ import anyio.to_thread
 from cryptography import x509
 
 from webhook.errors import RegistryError, VerificationError
+from webhook.keys import PublicKey
 from webhook.oci import (
     BUNDLE_PREDICATE_TYPE_ANNOTATION,
     COSIGN_BUNDLE_ANNOTATION,
@@ -56,7 +57,7 @@ from webhook.signatures.bundle import (
     verify_envelope_signatures,
     verify_inclusion_promise,
 )
-from webhook.signatures.cosign import PublicKey, RekorKey
+from webhook.signatures.cosign import RekorKey
 from webhook.signatures.keyless import check_certificate, layer_certificates
 from webhook.signatures.trust import load_trusted_root
 
