@@ -21,7 +21,8 @@ the hit ratio:
 - **Invisible when down.** Every call is bounded by ``SEALGATE_CACHE_TIMEOUT``;
   a late answer skips the level for that lookup (the local cache and a direct
   fetch answer) and is counted; a refused connection, or three late answers in a
-  row (a hang), also turn the level off: logged at most once a minute, retried
+  row (a hang; calls late together count once, and a busy event loop is not the
+  cache's fault), also turn the level off: logged at most once a minute, retried
   after a backoff (0.5 s doubling to 30 s). Writes happen after
   the answer, in the background.
 """
@@ -283,6 +284,7 @@ class SharedCache:
         self._retry_at = 0.0  # monotonic: skip the level until then
         self._backoff = 0.0
         self._slow_in_a_row = 0
+        self._last_slow_at = -1.0  # when the latest late call gave up (monotonic)
         self._logged_at = self._integrity_logged_at = -_LOG_EVERY * 2
         if metrics is not None:
             metrics.shared_cache_up.set(1)
@@ -397,13 +399,14 @@ class SharedCache:
     async def _call(self, operation: str, script: Any, keys: list[bytes],
                     args: list[object]) -> Any:
         """The script's answer, or None when the level is down, slow or backing off."""
-        if self._timer() < self._retry_at:
+        started = self._timer()
+        if started < self._retry_at:
             return None
         try:
             async with asyncio.timeout(self.timeout):
                 answer = await script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(operation, exc)
+            self._failed(operation, exc, started)
             return None
         self._slow_in_a_row = 0
         if self._backoff:
@@ -423,20 +426,26 @@ class SharedCache:
                     await self._client.script_load(script.script)
         except (RedisError, OSError, TimeoutError) as exc:
             self._slow_in_a_row = _SLOW_IN_A_ROW
-            self._failed("connect", exc)
+            self._failed("connect", exc, self._timer())
             return False
         return True
 
-    def _failed(self, operation: str, exc: BaseException) -> None:
+    def _failed(self, operation: str, exc: BaseException, started: float) -> None:
         now = self._timer()
         slow = isinstance(exc, TimeoutError | RedisTimeoutError)
         if self._metrics is not None:
             self._metrics.shared_cache_errors.labels(
                 reason="timeout" if slow else "unavailable").inc()
         if slow:
-            # One late answer (a busy event loop can cause that) is skipped on its own;
-            # a run of them means the cache is down or hanging.
-            self._slow_in_a_row += 1
+            # A late answer skips only its own lookup. The cache counts as down after
+            # three in a row, where calls late together count once (one stall, whoever's)
+            # and a timeout that fired well after its time does not count at all: the
+            # event loop was busy (CPU-bound verification, a loaded host), not the cache.
+            late_together = started < self._last_slow_at
+            loop_stalled = now - started > 2 * self.timeout
+            self._last_slow_at = max(self._last_slow_at, now)
+            if not late_together and not loop_stalled:
+                self._slow_in_a_row += 1
             if self._slow_in_a_row < _SLOW_IN_A_ROW:
                 return
         if self._metrics is not None:
