@@ -61,6 +61,7 @@ class ImageFacts:
     scans: tuple[ScanFact, ...] = ()
     scan_errors: Mapping[str, str] = field(default_factory=dict)  # source -> reason
     cached: bool = False
+    credential: str | None = None  # secret/NS/NAME, config or anonymous (SPEC §9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ class ImageEntry:
     # parallel to violations: "deny" or "warn" as the rule meant it, before the policy's mode
     # (what `audit report` calls "would deny" in an audit or warn policy)
     violation_levels: tuple[str, ...] = ()
+    credential: str | None = None  # where the registry credentials came from (SPEC §9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +331,7 @@ def _check_image(
             signature_reasons=reasons, signature_keys=keys, scan=scan,
             violations=tuple(f.message for f in findings if f.level != "allow"),
             violation_levels=tuple(f.level for f in findings if f.level != "allow"),
-            cached=facts.cached, denied=False,
+            cached=facts.cached, denied=False, credential=facts.credential,
         )
 
     if ref is None:
