@@ -42,17 +42,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from webhook.decision import Outcome, ScanFact
 from webhook.metrics import Metrics
 from webhook.settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # the client library is imported only when a shared cache is configured
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("sealgate.sharedcache")
 
@@ -268,6 +265,11 @@ class SharedCache:
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        self._failures: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+        self._timeouts: tuple[type[BaseException], ...] = (TimeoutError, RedisTimeoutError)
         self._client = client
         self._secret = secret
         self.timeout = timeout
@@ -405,7 +407,7 @@ class SharedCache:
         try:
             async with asyncio.timeout(self.timeout):
                 answer = await script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._failures as exc:
             self._failed(operation, exc, started)
             return None
         self._slow_in_a_row = 0
@@ -424,7 +426,7 @@ class SharedCache:
                 await asyncio.gather(*(self._client.ping() for _ in range(connections)))
                 for script in (self._lookup_script, self._store_script, self._renew_script):
                     await self._client.script_load(script.script)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._failures as exc:
             self._slow_in_a_row = _SLOW_IN_A_ROW
             self._failed("connect", exc, self._timer())
             return False
@@ -432,7 +434,7 @@ class SharedCache:
 
     def _failed(self, operation: str, exc: BaseException, started: float) -> None:
         now = self._timer()
-        slow = isinstance(exc, TimeoutError | RedisTimeoutError)
+        slow = isinstance(exc, self._timeouts)
         if self._metrics is not None:
             self._metrics.shared_cache_errors.labels(
                 reason="timeout" if slow else "unavailable").inc()
@@ -509,6 +511,10 @@ def redis_client(url: str, *, timeout: float) -> aioredis.Redis:
     """An async client that never retries by itself. Each call is bounded by the level's
     own timeout; the socket timeouts are only a backstop, loose enough for the TLS
     handshake of the first connection (``SharedCache.connect``)."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     backstop = max(timeout, 1.0)
     client: aioredis.Redis = aioredis.Redis.from_url(
         url,
