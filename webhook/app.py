@@ -38,6 +38,9 @@ from webhook.settings import Settings
 log = logging.getLogger("sealgate")
 
 
+_PARSE_INLINE_BYTES = 64 * 1024
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -136,6 +139,10 @@ async def _review(request: Request, state: AppState) -> AdmissionRequest | JSONR
     limit = state.settings.max_body_bytes
     try:
         body = await _read_body(request, limit)
+        if len(body) > _PARSE_INLINE_BYTES:
+            # a large review (tens of thousands of containers) parses in a worker thread,
+            # so /healthz and small reviews don't wait behind it
+            return await anyio.to_thread.run_sync(parse_review, body)
         return parse_review(body)
     except BodyTooLarge:
         log.warning("rejected AdmissionReview: body over %d bytes", limit)
@@ -157,6 +164,7 @@ async def _decide(state: AppState, review: AdmissionRequest) -> Decision:
         facts=state.gatherer,
         deadline=state.settings.deadline,
         mode_override=state.settings.mode_override,
+        max_images=state.settings.max_images,
     )
 
 

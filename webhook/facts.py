@@ -461,6 +461,7 @@ async def registry_facts(
         registry = RegistryClient(
             http, credentials=credentials, insecure=settings.insecure_registries,
             on_response=metrics.registry_response if metrics is not None else None,
+            limits=settings.registry_limits, max_concurrency=settings.registry_concurrency,
         )
         harbor = HarborClient(http, credentials=credentials,
                               insecure=settings.insecure_registries)

@@ -36,6 +36,7 @@ from webhook.errors import (
     RegistryContentError,
     RegistryError,
 )
+from webhook.limits import RegistryLimits
 from webhook.oci import (
     DOCKER_MANIFEST_LIST,
     MANIFEST_MEDIA_TYPES,
@@ -246,8 +247,10 @@ class RegistryClient:
         backoff: float = 0.1,
         max_concurrency: int = 32,
         on_response: Callable[[str, str], None] | None = None,
+        limits: RegistryLimits | None = None,
     ) -> None:
         self._http = http
+        self.limits = limits or RegistryLimits()  # SPEC §9 hard limits (settings)
         self._credentials = credentials
         self._insecure = insecure
         self._clock = clock
@@ -279,7 +282,7 @@ class RegistryClient:
             f"/v2/{ref.repository}/manifests/{reference}",
             what=what,
             accept=_MANIFEST_ACCEPT,
-            max_bytes=MAX_MANIFEST_BYTES,
+            max_bytes=self.limits.max_manifest_bytes,
         )
         if fetched.status == 404:
             raise ManifestUnknownError(
@@ -309,7 +312,7 @@ class RegistryClient:
         return manifest.digest
 
     async def get_blob(
-        self, ref: ImageReference, digest: str, *, max_bytes: int = MAX_BLOB_BYTES
+        self, ref: ImageReference, digest: str, *, max_bytes: int | None = None
     ) -> bytes:
         """A blob's bytes, verified against ``digest``; redirects (CDNs) are followed."""
         what = f"blob {ref.repository}@{digest}"
@@ -317,7 +320,7 @@ class RegistryClient:
             ref,
             f"/v2/{ref.repository}/blobs/{digest}",
             what=what,
-            max_bytes=max_bytes,
+            max_bytes=self.limits.max_blob_bytes if max_bytes is None else max_bytes,
             follow_redirects=True,
         )
         if fetched.status == 404:
@@ -397,7 +400,8 @@ class RegistryClient:
         found: list[Descriptor] = []
         for page in range(MAX_REFERRER_PAGES):
             fetched = await self._request(
-                ref, path, what=what, accept=OCI_INDEX, max_bytes=MAX_MANIFEST_BYTES
+                ref, path, what=what, accept=OCI_INDEX,
+                max_bytes=self.limits.max_referrers_bytes,
             )
             if fetched.status == 404:
                 if "NAME_UNKNOWN" in _error_code(fetched.content):
@@ -411,8 +415,8 @@ class RegistryClient:
                     f"registry {ref.registry} answered HTTP 404 for a next page of {what}"
                 )
             found.extend(_index_descriptors(fetched.content, ref, what))
-            if len(found) >= MAX_REFERRERS:
-                return found[:MAX_REFERRERS]
+            if len(found) >= self.limits.max_referrers:
+                return found[:self.limits.max_referrers]
             next_path = _next_link(fetched.headers, self.base_url(ref.registry))
             if next_path is None:
                 return found
@@ -428,7 +432,7 @@ class RegistryClient:
         except ManifestUnknownError:
             return []
         what = f"referrers tag {ref.repository}:{tag}"
-        return _index_descriptors(manifest.content, ref, what)[:MAX_REFERRERS]
+        return _index_descriptors(manifest.content, ref, what)[:self.limits.max_referrers]
 
     async def _cosign_attached_layers(
         self, ref: ImageReference, image_digest: str, suffix: str, kind: str
@@ -440,7 +444,7 @@ class RegistryClient:
         except ManifestUnknownError:
             return []  # no such tag: a definitive "nothing attached", not an error
         what = f"{kind} manifest {ref.repository}:{tag}"
-        layers = _signature_layers(manifest.content, ref, what)[:MAX_SIGNATURE_LAYERS]
+        layers = _signature_layers(manifest.content, ref, what)[:self.limits.max_signatures]
         payloads: list[bytes | None] = [None] * len(layers)
         errors: list[RegistryError] = []
         limiter = anyio.Semaphore(_LAYER_CONCURRENCY)
