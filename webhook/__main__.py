@@ -105,10 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import ssl
+
     import uvicorn
 
     from webhook.app import create_app
     from webhook.reload import load_policies
+    from webhook.serving import DrainingServer, bounded_httptools
     from webhook.settings import Settings
     from webhook.tls import CertificateReloader
 
@@ -133,8 +136,11 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("sealgate").info(
         "loaded %d policies from %s", len(policies.policies), settings.policies
     )
+    app = create_app(settings, policies=policies)
     config = uvicorn.Config(
-        create_app(settings, policies=policies),
+        app,
+        # request headers capped (431): httptools has no cap of its own (issue 11)
+        http=bounded_httptools(settings.max_header_bytes, settings.max_headers),
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.cert),
@@ -145,11 +151,15 @@ def _serve(args: argparse.Namespace) -> int:
     )
     config.load()  # builds the SSLContext the reloader keeps current
     assert config.ssl is not None
+    config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # never 1.0/1.1, whatever OpenSSL allows
     certificates = CertificateReloader(config.ssl, settings.cert, settings.key,
                                        interval=settings.reload_interval)
     certificates.start()
     try:
-        uvicorn.Server(config).run()
+        # SIGTERM: /readyz not-ready at once, requests in flight answered and audited
+        # (bounded by the deadline), idle keep-alive clients do not hold the exit
+        DrainingServer(config, on_drain=lambda: setattr(app.state, "draining", True),
+                       drain_timeout=settings.deadline + 2).run()
     finally:
         certificates.stop()
     return 0

@@ -109,6 +109,9 @@ async def readyz(request: Request) -> Response:
     state: AppState | None = getattr(request.app.state, "sealgate", None)
     if state is None:
         return JSONResponse({"ready": False, "generation": 0}, status_code=503)
+    if getattr(request.app.state, "draining", False):  # SIGTERM: endpoints drain (SPEC §9)
+        return JSONResponse({"ready": False, "generation": state.policies.generation},
+                            status_code=503)
     return JSONResponse({"ready": True, "generation": state.policies.generation})
 
 
