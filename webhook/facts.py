@@ -27,6 +27,7 @@ from webhook.errors import (
     SealgateError,
     VerificationError,
 )
+from webhook.fairness import end_request, start_request
 from webhook.harbor import HarborClient
 from webhook.metrics import Metrics
 from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, SignatureLayer
@@ -107,11 +108,16 @@ class FactGatherer:
         self, plans: tuple[CheckPlan, ...], *, deadline: float
     ) -> dict[str, ImageFacts]:
         progress = {plan.ref_text: _Progress() for plan in plans}
-        with anyio.move_on_after(deadline):
-            async with anyio.create_task_group() as tg:
-                for plan in plans:
-                    if plan.ref is not None and plan.needs_digest:
-                        tg.start_soon(self._check_image, plan, plan.ref, progress[plan.ref_text])
+        owner = start_request()  # registry slots are shared round robin between requests
+        try:
+            with anyio.move_on_after(deadline):
+                async with anyio.create_task_group() as tg:
+                    for plan in plans:
+                        if plan.ref is not None and plan.needs_digest:
+                            tg.start_soon(self._check_image, plan, plan.ref,
+                                          progress[plan.ref_text])
+        finally:
+            end_request(owner)
         timeout = f"deadline of {deadline:g}s exceeded"
         facts: dict[str, ImageFacts] = {}
         for plan in plans:

@@ -36,6 +36,7 @@ from webhook.errors import (
     RegistryContentError,
     RegistryError,
 )
+from webhook.fairness import FairLimiter
 from webhook.limits import RegistryLimits
 from webhook.oci import (
     DOCKER_MANIFEST_LIST,
@@ -257,7 +258,8 @@ class RegistryClient:
         self._retries = retries
         self._backoff = backoff
         self._max_concurrency = max_concurrency
-        self._limits: dict[str, anyio.Semaphore] = {}
+        # per registry; round robin between admission requests (webhook.fairness)
+        self._limits: dict[str, FairLimiter] = {}
         self._on_response = on_response
         # registries that answered 404 for the referrers API: host -> monotonic expiry
         self._no_referrers_api: dict[str, float] = {}
@@ -549,9 +551,9 @@ class RegistryClient:
             if len(self._limits) >= _MAX_TRACKED:
                 # forget idle registries' semaphores (one in use is never dropped)
                 for registry, idle in list(self._limits.items()):
-                    if idle.value == self._max_concurrency:
+                    if idle.idle:
                         del self._limits[registry]
-            limit = self._limits[ref.registry] = anyio.Semaphore(self._max_concurrency)
+            limit = self._limits[ref.registry] = FairLimiter(self._max_concurrency)
         attempt = 0
         while True:
             try:
