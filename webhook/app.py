@@ -141,7 +141,9 @@ async def _review(request: Request, state: AppState) -> AdmissionRequest | JSONR
     """The parsed AdmissionReview, or the 400/413 answer (logged and counted, not audited)."""
     limit = state.settings.max_body_bytes
     try:
-        body = await _read_body(request, limit)
+        # a client trickling its body holds a connection, never more than a deadline
+        with anyio.fail_after(state.settings.deadline):
+            body = await _read_body(request, limit)
         if len(body) > _PARSE_INLINE_BYTES:
             # a large review (tens of thousands of containers) parses in a worker thread,
             # so /healthz and small reviews don't wait behind it
@@ -151,6 +153,9 @@ async def _review(request: Request, state: AppState) -> AdmissionRequest | JSONR
         log.warning("rejected AdmissionReview: body over %d bytes", limit)
         state.metrics.malformed_requests.labels(status="413").inc()
         return _error(413, f"request body over {limit} bytes")
+    except TimeoutError:
+        state.metrics.malformed_requests.labels(status="408").inc()
+        return _error(408, f"request body not received within {state.settings.deadline:g}s")
     except ClientDisconnect:
         state.metrics.malformed_requests.labels(status="400").inc()
         return _error(400, "client disconnected while sending the body")
