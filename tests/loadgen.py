@@ -12,6 +12,7 @@ in the audit log as a uid written twice, which the tests look for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -36,8 +37,11 @@ class _Connection:
         self.writer = writer
         self.reused = False
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        # waited for: a transport left closing when the test's loop ends warns (unclosed)
         self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 1)
 
 
 class _NoAnswer(Exception):
@@ -102,7 +106,7 @@ async def run_load(port: int, context: ssl.SSLContext, *, requests: int, concurr
                 except (_NoAnswer, _Partial, ConnectionError, ssl.SSLError, OSError) as exc:
                     # refused / reset before anything was answered: retry with the same uid
                     if connection is not None:
-                        connection.close()
+                        await connection.close()
                     connection = None
                     if isinstance(exc, _Partial) or time.monotonic() > give_up:
                         result.lost.append(uid)
@@ -115,14 +119,14 @@ async def run_load(port: int, context: ssl.SSLContext, *, requests: int, concurr
                 if status == 200:
                     result.answers[uid] = json.loads(content)["response"]
                 if not keep_alive:
-                    connection.close()
+                    await connection.close()
                     connection = None
                 break
             done += 1
             if on_progress is not None:
                 on_progress(done)
         if connection is not None:
-            connection.close()
+            await connection.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return result

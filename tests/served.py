@@ -78,7 +78,8 @@ def certificates(directory: Path) -> Path:
 
 
 def start_served(tmp_path: Path, policies: Path, env: dict[str, str] | None = None, *,
-                 port: int | None = None, name: str = "serve", wait: bool = True) -> Served:
+                 port: int | None = None, name: str = "serve", wait: bool = True,
+                 args: tuple[str, ...] = ()) -> Served:
     certs = certificates(tmp_path / "certs")
     port = port or free_port()
     audit = Path(env.get("SEALGATE_AUDIT_LOG", "")) if env and env.get(
@@ -93,7 +94,7 @@ def start_served(tmp_path: Path, policies: Path, env: dict[str, str] | None = No
     }
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "webhook", "serve", "--policies", str(policies)],
+            [sys.executable, "-m", "webhook", "serve", "--policies", str(policies), *args],
             env=full_env, stdout=sink, stderr=subprocess.STDOUT,
         )
     served = Served(f"https://localhost:{port}", port, certs / "ca.crt", audit, process, output)

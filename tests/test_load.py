@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -137,6 +138,8 @@ async def _trickle(port: int, context: ssl.SSLContext, stop: asyncio.Event) -> b
         return b""
     finally:
         writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1)
 
 
 async def test_clients_trickling_their_body_do_not_delay_others(
@@ -179,6 +182,7 @@ async def test_rolling_restart_under_load_loses_no_answer_and_no_audit_line(
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", served.port)
                 writer.close()
+                await writer.wait_closed()
                 await asyncio.sleep(0.01)
                 continue
             except OSError:

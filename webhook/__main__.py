@@ -133,6 +133,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request
+    # httpcore's debug lines carry raw response headers, and a registry may echo a
+    # credential back in one (WWW-Authenticate error_description): never at any level
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("sealgate").info(
         "loaded %d policies from %s", len(policies.policies), settings.policies
     )
