@@ -23,15 +23,22 @@ $(VENV)/.installed-lint: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,lint,chart]'
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
 
-# Debian's docker-registry (CNCF distribution) for the real-registry tests and the demo.
+# Debian packages the tests run for real: docker-registry (CNCF distribution) for the
+# registry tests and the demo, wrk for `make bench` and its test. Installed when missing
+# and root; otherwise the one command to run is printed (those tests skip, or fail in CI).
+DEBIAN_TOOLS := docker-registry:docker-registry wrk:wrk
 registry-deps:
-	@if ! command -v docker-registry >/dev/null 2>&1 && [ ! -x /usr/bin/docker-registry ]; then \
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+	  tool=$${pair%%:*}; package=$${pair#*:}; \
+	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/bin/$$tool ] || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's docker-registry for the registry tests"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry) >/dev/null \
-	      || echo "could not install docker-registry; run: sudo apt-get install -y docker-registry"; \
+	    echo "installing Debian packages for the tests:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	      || echo "could not install them; run: sudo apt-get install -y$$missing"; \
 	  else \
-	    echo "docker-registry is missing; registry tests will skip. Install it with: sudo apt-get install -y docker-registry"; \
+	    echo "missing Debian packages:$$missing; their tests will skip. Install them with: sudo apt-get install -y$$missing"; \
 	  fi; \
 	fi
 
@@ -46,9 +53,10 @@ lint: $(VENV)/.installed-lint
 	$(BIN)/mypy --strict webhook
 	$(BIN)/hadolint --failure-threshold style Dockerfile
 
-# Latency/throughput as ratios against a bare Starlette endpoint, measured in one run.
+# Warm path against a bare Starlette endpoint (wrk, same run: ratios), workers, cold path,
+# memory and verification cost. BENCH_ARGS=--quick for a one-minute run.
 bench: $(VENV)/.installed-test registry-deps
-	$(BIN)/python bench/admission_bench.py
+	$(BIN)/python bench/admission_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

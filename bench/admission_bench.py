@@ -1,21 +1,25 @@
-"""`make bench`: webhook latency and throughput as ratios against a bare endpoint, same run.
+"""`make bench`: sealgate against a bare endpoint, measured in one run on one machine.
 
-Both servers run under uvicorn over TLS on loopback, in their own processes:
-- "bare": a Starlette endpoint doing the same JSON work (read the AdmissionReview,
-  parse it, answer allowed with its uid) and nothing else;
-- "sealgate": `sealgate serve` deciding a Deployment whose image is signed, with
-  the image in a real local registry (Debian's docker-registry).
-The same client (httpx, keep-alive, fixed concurrency) drives both. Machines
-here are noisy, so only ratios measured in one run are reported. It also
-counts registry requests per cold and warm image (the cache's job).
+Warm path. Both servers run under the same uvicorn (httptools, uvloop) over TLS
+on loopback, one process each:
+- "floor": a bare Starlette endpoint that does ``await request.json()`` and
+  answers ``allowed: true`` with the uid, and nothing else;
+- "sealgate": ``sealgate serve`` deciding a ~900-byte Pod with three signed images
+  by tag, each with a signed vulnerability attestation, every fact cached.
+`wrk` drives both (a Python client on these two cores would saturate first and
+measure itself), alternating floor and sealgate at each concurrency, for several
+rounds; ratios are sealgate ÷ floor from the same rounds, since these machines are
+noisy. After every sealgate run the audit log must have grown by exactly one valid
+JSON line per request the server counted.
 
-Everything stays on 127.0.0.1; request counts and time are bounded.
+Then: two workers against one; the cold path (registry requests per image and the
+critical-path depth); fan-in and rollout; memory per cached fact; CPU per cold
+verification. Everything stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -26,7 +30,8 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +41,38 @@ from cryptography.hazmat.primitives.asymmetric import ec
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.registry_server import RegistryServer, push_cosign_signature, push_image  # noqa: E402
-from tests.signing import cosign_layer, public_pem  # noqa: E402
+from bench import coldpath, loadgen  # noqa: E402
+from tests.admission_helpers import signed_image  # noqa: E402
+from tests.bundle_builder import attestation_layer, statement  # noqa: E402
+from tests.registry_server import RegistryServer, push_cosign_attestations  # noqa: E402
+from tests.signing import public_pem  # noqa: E402
 from webhook.certs import generate_certificates  # noqa: E402
+from webhook.scans import VULN_PREDICATE  # noqa: E402
 
-BARE_APP = '''
-import json
+FLOOR_APP = '''
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 async def validate(request: Request) -> JSONResponse:
-    review = json.loads(await request.body())
-    uid = review["request"]["uid"]
+    review = await request.json()
     return JSONResponse({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                         "response": {"uid": uid, "allowed": True}})
+                         "response": {"uid": review["request"]["uid"], "allowed": True}})
 
 app = Starlette(routes=[Route("/validate", validate, methods=["POST"])])
 '''
+
+GOALS = {
+    "throughput c=16": (">=", 0.7),
+    "p99 c=64": ("<=", 1.5),
+    "p50 c=1": ("<=", 2.0),
+    "CPU per request": ("<=", 1.5),
+    "2 workers / 1 worker": (">=", 1.8),
+    "cold requests per image": ("<=", 5),
+    "cold critical-path depth": ("<=", 3),
+    "RSS with 10,000 digests cached (MiB)": ("<=", 150),
+}
 
 
 def free_port() -> int:
@@ -64,104 +82,41 @@ def free_port() -> int:
         return port
 
 
-def review(image: str) -> bytes:
+def pod_review(images: list[str], uid: str = "@UID@") -> bytes:
+    """A Pod review of about 900 bytes naming ``images`` (uid: wrk's placeholder)."""
+    containers = [
+        {"name": f"c{index}", "image": image, "ports": [{"containerPort": 8080 + index}],
+         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}
+        for index, image in enumerate(images)
+    ]
     return json.dumps({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
-            "uid": str(uuid.uuid4()), "operation": "CREATE", "namespace": "bench",
-            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-            "userInfo": {"username": "bench"},
-            "object": {"kind": "Deployment", "metadata": {"name": "web"}, "spec": {
-                "replicas": 3, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
-                    "containers": [{"name": "web", "image": image,
-                                    "ports": [{"containerPort": 8080}]}]}}}},
+            "uid": uid, "operation": "CREATE", "namespace": "bench",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
+                         "groups": ["system:serviceaccounts"]},
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "web-7d9f8c-abcde", "namespace": "bench",
+                                    "labels": {"app": "web", "tier": "frontend"}},
+                       "spec": {"containers": containers}},
         },
-    }).encode()
+    }, separators=(",", ":")).encode()
 
 
-async def wait_ready(url: str, trust: ssl.SSLContext, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(verify=trust, timeout=1) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"server exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
-            try:
-                await client.post(f"{url}/validate", content=b"{}")
-                return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-    raise SystemExit(f"{url} did not start in 30 s")
-
-
-async def drive(url: str, trust: ssl.SSLContext, bodies: list[bytes], concurrency: int
-                ) -> tuple[float, list[float]]:
-    """Send every body (concurrency at a time); returns (elapsed seconds, latencies)."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-    async with httpx.AsyncClient(verify=trust, limits=limits, timeout=30) as client:
-        async def worker() -> None:
-            while not queue.empty():
-                body = queue.get_nowait()
-                started = time.perf_counter()
-                response = await client.post(f"{url}/validate", content=body,
-                                             headers={"content-type": "application/json"})
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200 or not response.json()["response"]["allowed"]:
-                    raise SystemExit(f"unexpected answer from {url}: {response.text[:300]}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, latencies
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(name: str, elapsed: float, latencies: list[float]) -> dict[str, float]:
+def vuln_predicate() -> dict[str, Any]:
+    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
     return {
-        "requests": len(latencies),
-        "throughput_rps": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "invocation": {"uri": "https://ci.example.com/run/1"},
+        "scanner": {"uri": "pkg:github/aquasecurity/trivy", "version": "0.50.0",
+                    "result": {"SchemaVersion": 2, "ArtifactName": "app", "Results": []}},
+        "metadata": {"scanStartedOn": finished, "scanFinishedOn": finished},
     }
 
 
-def registry_requests(metrics: str) -> int:
-    total = 0
-    for line in metrics.splitlines():
-        if line.startswith("sealgate_cache_requests_total"):
-            continue
-        if line.startswith("sealgate_registry_requests_total{"):
-            total += int(float(line.split()[-1]))
-    return total
-
-
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="sealgate-bench-"))
-    certs = work / "certs"
-    generate_certificates(certs, service="sealgate", namespace="bench")
-    trust = ssl.create_default_context(cafile=certs / "ca.crt")
-    key = ec.generate_private_key(ec.SECP256R1())
-    registry = RegistryServer()
-    registry.start()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        images = []
-        for index in range(args.cold_images + 1):
-            repo = f"bench/app{index}"
-            digest, _ = push_image(registry.url, repo, "v1")
-            push_cosign_signature(registry.url, repo, digest,
-                                  [cosign_layer(key, f"{registry.host}/{repo}", digest)])
-            images.append(f"{registry.host}/{repo}:v1")
-        policies = work / "policies"
-        policies.mkdir()
-        (policies / "bench.yaml").write_text(f"""\
+def policy_yaml(host: str, key: ec.EllipticCurvePrivateKey) -> str:
+    return f"""\
 apiVersion: sealgate.dev/v1alpha1
 kind: ImagePolicy
 metadata: {{name: bench}}
@@ -169,7 +124,7 @@ spec:
   namespaces: {{match: ["bench"]}}
   rules:
     - name: local
-      images: ["{registry.host}/bench/**"]
+      images: ["{host}/bench/**"]
       signatures:
         authorities:
           - name: bench-key
@@ -177,81 +132,324 @@ spec:
               tlog: "off"
               publicKey: |
 {textwrap.indent(public_pem(key).decode(), " " * 16)}
-""")
-        (work / "bare_app.py").write_text(BARE_APP)
-        tls = ["--ssl-certfile", str(certs / "tls.crt"), "--ssl-keyfile", str(certs / "tls.key")]
-        bare_port, hook_port = free_port(), free_port()
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
-             "--port", str(bare_port), "--log-level", "warning", "--no-access-log", *tls],
-            cwd=work, **quiet))  # type: ignore[call-overload]
-        env = {**os.environ, "SEALGATE_INSECURE_REGISTRIES": registry.host,
-               "SEALGATE_AUDIT_LOG": str(work / "audit.log")}
-        processes.append(subprocess.Popen(
+      scan:
+        maxAge: 24h
+        onMissing: deny
+        deny: {{CRITICAL: 0}}
+"""
+
+
+def signed_attested_image(registry: RegistryServer, key: ec.EllipticCurvePrivateKey,
+                          repo: str) -> str:
+    digest = signed_image(registry, key, repo)
+    layer = attestation_layer(key, statement(digest, VULN_PREDICATE, vuln_predicate()),
+                              predicate_type=VULN_PREDICATE)
+    push_cosign_attestations(registry.url, repo, digest,
+                             [(layer.payload, dict(layer.annotations))])
+    return f"{registry.host}/{repo}:v1"
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    audit_log: Path | None = None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    work: Path
+    trust: ssl.SSLContext
+    servers: list[Server] = field(default_factory=list)
+
+    def wait_ready(self, server: Server, body: bytes) -> None:
+        deadline = time.monotonic() + 60
+        with httpx.Client(verify=self.trust, timeout=5) as client:
+            while time.monotonic() < deadline:
+                if server.process.poll() is not None:
+                    err = server.process.stderr.read().decode() if server.process.stderr else ""
+                    raise SystemExit(f"{server.name} exited: {err}")
+                try:
+                    client.post(f"{server.url}/validate", content=body,
+                                headers={"content-type": "application/json"})
+                    return
+                except httpx.TransportError:
+                    time.sleep(0.1)
+        raise SystemExit(f"{server.name} did not start in 60 s")
+
+    def start_floor(self) -> Server:
+        (self.work / "floor_app.py").write_text(FLOOR_APP)
+        port = free_port()
+        certs = self.work / "certs"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1",
+             "--port", str(port), "--http", "httptools", "--loop", "uvloop",
+             "--log-level", "warning", "--no-access-log",
+             "--ssl-certfile", str(certs / "tls.crt"), "--ssl-keyfile", str(certs / "tls.key")],
+            cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        server = Server("floor", process, f"https://127.0.0.1:{port}")
+        self.servers.append(server)
+        return server
+
+    def start_sealgate(self, name: str, policies: Path, registry_host: str,
+                       workers: int = 1) -> Server:
+        port = free_port()
+        certs = self.work / "certs"
+        audit = self.work / f"audit-{name}.log"
+        env = {**os.environ, "SEALGATE_INSECURE_REGISTRIES": registry_host,
+               "SEALGATE_AUDIT_LOG": str(audit), "SEALGATE_WORKERS": str(workers)}
+        process = subprocess.Popen(
             [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1",
-             "--port", str(hook_port), "--policies", str(policies), "--cert",
+             "--port", str(port), "--policies", str(policies), "--cert",
              str(certs / "tls.crt"), "--key", str(certs / "tls.key"), "--log-level", "warning"],
-            env=env, **quiet))  # type: ignore[call-overload]
-        bare_url, hook_url = f"https://127.0.0.1:{bare_port}", f"https://127.0.0.1:{hook_port}"
-        await wait_ready(bare_url, trust, processes[0])
-        await wait_ready(hook_url, trust, processes[1])
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        server = Server(name, process, f"https://127.0.0.1:{port}", audit)
+        self.servers.append(server)
+        return server
 
-        async with httpx.AsyncClient(verify=trust) as client:
-            async def registry_count() -> int:
-                return registry_requests((await client.get(f"{hook_url}/metrics")).text)
+    def answered(self, server: Server) -> int:
+        """Admission requests the server says it answered (sum over workers)."""
+        with httpx.Client(verify=self.trust, timeout=10) as client:
+            text = client.get(f"{server.url}/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("sealgate_admission_requests_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
 
-            # cold: each image once, one at a time (tag -> digest, .sig manifest, payload)
-            before = await registry_count()
-            _, cold = await drive(hook_url, trust, [review(i) for i in images[1:]], 1)
-            cold_requests = (await registry_count() - before) / args.cold_images
-            before = await registry_count()
-            _, warm_sequential = await drive(hook_url, trust, [review(i) for i in images[1:]], 1)
-            warm_requests = (await registry_count() - before) / args.cold_images
-
-        warm = images[0]
-        results: dict[str, Any] = {}
-        for name, url in (("bare", bare_url), ("sealgate", hook_url)):
-            await drive(url, trust, [review(warm) for _ in range(args.warmup)], args.concurrency)
-            elapsed, latencies = await drive(url, trust, [review(warm) for _ in range(
-                args.requests)], args.concurrency)
-            results[name] = summary(name, elapsed, latencies)
-        bare, hook = results["bare"], results["sealgate"]
-        results["ratios (sealgate / bare)"] = {
-            "throughput": hook["throughput_rps"] / bare["throughput_rps"],
-            "p50": hook["p50_ms"] / bare["p50_ms"],
-            "p99": hook["p99_ms"] / bare["p99_ms"],
+    def measure(self, server: Server, body_file: Path, connections: int) -> dict[str, Any]:
+        """One wrk run; for sealgate, the audit log is checked against the answers."""
+        lines_before = _line_count(server.audit_log) if server.audit_log else 0
+        answered_before = self.answered(server) if server.audit_log else 0
+        cpu_before = loadgen.cpu_seconds(server.process.pid)
+        result = loadgen.run_wrk(server.url, body_file, connections=connections,
+                                 seconds=self.args.duration)
+        cpu = loadgen.cpu_seconds(server.process.pid) - cpu_before
+        row: dict[str, Any] = {
+            "rps": result.rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+            "requests": result.requests, "non_2xx": result.non_2xx,
+            "socket_errors": result.socket_errors,
+            "cpu_ms_per_request": 1000 * cpu / max(1, result.requests),
+            "rss_mib": loadgen.rss_mib(server.process.pid),
         }
-        results["cold image"] = {
-            "registry_requests_per_image": cold_requests,
-            "p50_ms": statistics.median(cold) * 1000,
-            "p50_vs_warm_sequential": statistics.median(cold) / statistics.median(warm_sequential),
+        if server.audit_log is not None:
+            time.sleep(0.2)  # requests wrk gave up on at its stop may still be finishing
+            answered = self.answered(server) - answered_before
+            new_lines = list(_read_lines(server.audit_log, lines_before))
+            valid = sum(1 for line in new_lines if _valid_audit_line(line))
+            row["audit"] = {"answered": answered, "lines": len(new_lines), "valid": valid,
+                            "ok": valid == len(new_lines) == answered
+                            and answered >= result.requests}
+        return row
+
+
+def _line_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as stream:
+        return sum(1 for _ in stream)
+
+
+def _read_lines(path: Path, skip: int) -> Iterator[bytes]:
+    with path.open("rb") as stream:
+        for number, line in enumerate(stream):
+            if number >= skip:
+                yield line
+
+
+def _valid_audit_line(line: bytes) -> bool:
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("uid"), str) and \
+        record.get("decision") in ("allow", "warn", "deny")
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.fmean(row[key] for row in rows)
+
+
+def warm_path(bench: Bench, floor: Server, hook: Server, body_file: Path) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for connections in bench.args.connections:
+        runs: dict[str, list[dict[str, Any]]] = {"floor": [], "sealgate": []}
+        for _ in range(bench.args.rounds):
+            for name, server in (("floor", floor), ("sealgate", hook)):
+                runs[name].append(bench.measure(server, body_file, connections))
+        summary: dict[str, Any] = {}
+        for name, rows in runs.items():
+            summary[name] = {key: _mean(rows, key) for key in
+                             ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request", "rss_mib")}
+            summary[name]["non_2xx"] = sum(row["non_2xx"] for row in rows)
+            summary[name]["socket_errors"] = sum(row["socket_errors"] for row in rows)
+        audits = [row["audit"] for row in runs["sealgate"]]
+        summary["audit"] = {
+            "answered": sum(a["answered"] for a in audits),
+            "lines": sum(a["lines"] for a in audits),
+            "all_valid": all(a["ok"] for a in audits),
         }
-        results["warm image"] = {"registry_requests_per_image": warm_requests}
-        results["settings"] = {"requests": args.requests, "concurrency": args.concurrency,
-                               "cold_images": args.cold_images, "cpus": os.cpu_count()}
-        return results
+        f, s = summary["floor"], summary["sealgate"]
+        summary["ratio"] = {
+            "throughput": s["rps"] / f["rps"], "p50": s["p50_ms"] / f["p50_ms"],
+            "p99": s["p99_ms"] / f["p99_ms"],
+            "cpu": s["cpu_ms_per_request"] / f["cpu_ms_per_request"],
+        }
+        table[f"c={connections}"] = summary
+    return table
+
+
+def workers_scaling(bench: Bench, one: Server, two: Server, body_file: Path) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {"1 worker": [], "2 workers": []}
+    for _ in range(bench.args.rounds):
+        for name, server in (("1 worker", one), ("2 workers", two)):
+            runs[name].append(bench.measure(server, body_file, 64))
+    result: dict[str, Any] = {name: {"rps": _mean(rows, "rps"), "p99_ms": _mean(rows, "p99_ms"),
+                                     "audit_ok": all(r["audit"]["ok"] for r in rows)}
+                              for name, rows in runs.items()}
+    result["ratio"] = result["2 workers"]["rps"] / result["1 worker"]["rps"]
+    return result
+
+
+def check_goals(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    warm = results["warm"]
+    measured: dict[str, float | None] = {
+        "throughput c=16": warm.get("c=16", {}).get("ratio", {}).get("throughput"),
+        "p99 c=64": warm.get("c=64", {}).get("ratio", {}).get("p99"),
+        "p50 c=1": warm.get("c=1", {}).get("ratio", {}).get("p50"),
+        "CPU per request": max((row["ratio"]["cpu"] for row in warm.values()), default=None),
+        "2 workers / 1 worker": results.get("workers", {}).get("ratio"),
+        "cold requests per image": results.get("cold", {}).get("requests"),
+        "cold critical-path depth": results.get("cold", {}).get("depth"),
+        "RSS with 10,000 digests cached (MiB)": results.get("memory", {}).get("rss_mib"),
+    }
+    goals: dict[str, dict[str, Any]] = {}
+    for name, (op, target) in GOALS.items():
+        value = measured.get(name)
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        goals[name] = {"goal": f"{op} {target}", "measured": value, "met": met}
+    return goals
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = ["## Warm path: sealgate ÷ floor (same run, one worker each, wrk over TLS)", "",
+             "| c | floor req/s | sealgate req/s | ratio | p50 floor / sealgate (ms) | "
+             "p99 floor / sealgate (ms) | CPU/req floor / sealgate (ms) | CPU ratio | "
+             "non-2xx | RSS floor / sealgate (MiB) | audit lines = answers |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, row in results["warm"].items():
+        f, s, r = row["floor"], row["sealgate"], row["ratio"]
+        lines.append(
+            f"| {label[2:]} | {f['rps']:,.0f} | {s['rps']:,.0f} | {r['throughput']:.2f} | "
+            f"{f['p50_ms']:.2f} / {s['p50_ms']:.2f} ({r['p50']:.2f}) | "
+            f"{f['p99_ms']:.2f} / {s['p99_ms']:.2f} ({r['p99']:.2f}) | "
+            f"{f['cpu_ms_per_request']:.3f} / {s['cpu_ms_per_request']:.3f} | {r['cpu']:.2f} | "
+            f"{f['non_2xx']} / {s['non_2xx']} | {f['rss_mib']:.0f} / {s['rss_mib']:.0f} | "
+            f"{row['audit']['lines']} = {row['audit']['answered']}: "
+            f"{'ok' if row['audit']['all_valid'] else 'MISMATCH'} |")
+    if "workers" in results:
+        w = results["workers"]
+        lines += ["", f"Two workers (c=64): {w['2 workers']['rps']:,.0f} req/s against "
+                  f"{w['1 worker']['rps']:,.0f} for one: **{w['ratio']:.2f}x**"]
+    for section in ("cold", "fanin", "rollout", "memory", "verification"):
+        if section in results:
+            lines += ["", f"{section}: {json.dumps(results[section])}"]
+    lines += ["", "| goal | target | measured | met |", "|---|---|---|---|"]
+    for name, goal in results["goals"].items():
+        value = goal["measured"]
+        shown = "—" if value is None else f"{value:.2f}"
+        met = "—" if goal["met"] is None else ("yes" if goal["met"] else "**no**")
+        lines.append(f"| {name} | {goal['goal']} | {shown} | {met} |")
+    return "\n".join(lines)
+
+
+def main_run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="sealgate-bench-"))
+    certs = work / "certs"
+    generate_certificates(certs, service="sealgate", namespace="bench")
+    trust = ssl.create_default_context(cafile=certs / "ca.crt")
+    bench = Bench(args, work, trust)
+    key = ec.generate_private_key(ec.SECP256R1())
+    registry = RegistryServer()
+    registry.start()
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
+                                           "python": sys.version.split()[0]},
+                               "settings": {"duration_s": args.duration, "rounds": args.rounds,
+                                            "connections": args.connections}}
+    try:
+        images = [signed_attested_image(registry, key, f"bench/app{i}") for i in range(3)]
+        policies = work / "policies"
+        policies.mkdir()
+        (policies / "bench.yaml").write_text(policy_yaml(registry.host, key))
+        body_file = work / "review.json"
+        body = pod_review(images)
+        body_file.write_bytes(body)
+        results["settings"]["review_bytes"] = len(body)
+        warmup = pod_review(images, uid="warmup")
+
+        floor = bench.start_floor()
+        hook = bench.start_sealgate("sealgate", policies, registry.host)
+        for server in (floor, hook):
+            bench.wait_ready(server, warmup)
+            loadgen.run_wrk(server.url, body_file, connections=16, seconds=1)  # warm up
+        results["warm"] = warm_path(bench, floor, hook, body_file)
+        if not args.quick:
+            floor.stop()
+            two = bench.start_sealgate("sealgate-2w", policies, registry.host, workers=2)
+            bench.wait_ready(two, warmup)
+            loadgen.run_wrk(two.url, body_file, connections=16, seconds=1)
+            results["workers"] = workers_scaling(bench, hook, two, body_file)
+            for server in (hook, two):
+                server.stop()
+            results.update(coldpath.measure_all(registry, key, quick=args.quick))
+        else:
+            results.update(coldpath.measure_all(registry, key, quick=True))
     finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for server in bench.servers:
+            if server.process.poll() is None:
+                server.stop()
         registry.stop()
+    results["goals"] = check_goals(results)
+    return results
 
 
-def main() -> int:
+def _connections(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def main(argv: list[str] | None = None, *, out: Callable[[str], None] = print) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--cold-images", type=int, default=20)
-    args = parser.parse_args()
-    results = asyncio.run(main_async(args))
-    print(json.dumps(results, indent=2))
-    return 0
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per setting")
+    parser.add_argument("--connections", type=_connections, default=[1, 16, 64],
+                        help="wrk concurrencies, comma-separated")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 s runs, one round, no worker scaling (the test uses it)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds = 1.0, 1
+    results = main_run(args)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    out(render(results))
+    audits_ok = all(row["audit"]["all_valid"] for row in results["warm"].values())
+    return 0 if audits_ok else 1
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import base64
 import hashlib
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -336,13 +336,15 @@ class FulcioCA:
         validity: timedelta = LEAF_VALIDITY,
         scts: Sequence[bytes] | None = None,
         code_signing: bool = True,
+        claims: Mapping[str, bytes] | None = None,
     ) -> FulcioLeaf:
         """Issue a leaf with an embedded SCT from ``ctlog``.
 
         ``issuer`` goes into the .1.8 extension and ``issuer_v1`` into .1.1 (default: the
         same value as ``issuer``; pass ``issuer=None`` for a .1.1-only certificate, as
         Fulcio issued before 2023). ``scts`` embeds these SCTs instead of a fresh one
-        (e.g. another certificate's, which must not verify).
+        (e.g. another certificate's, which must not verify). ``claims`` adds extensions
+        by dotted OID with their encoded value (raw string or DER UTF8String, as Fulcio).
         """
         if email is None and uri is None:
             raise ValueError("a Fulcio certificate needs an email or URI SAN")
@@ -383,6 +385,9 @@ class FulcioCA:
                 x509.UnrecognizedExtension(OIDC_ISSUER_V2_OID, der_utf8string(issuer)),
                 critical=False,
             )
+        for oid, value in (claims or {}).items():
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False)
         # RFC 6962 §3.1: the precertificate carries the poison where the SCTs will go.
         precertificate = builder.add_extension(x509.PrecertPoison(), critical=True).sign(
             self.intermediate_key, hashes.SHA384()

@@ -394,7 +394,8 @@ def test_deployment_hardening(rendered: dict[str, Rendered]) -> None:
         "--policies=/etc/sealgate/policies", "--log-level=info",
     ]
     assert result.env == {"SEALGATE_HOST": "0.0.0.0", "SEALGATE_PORT": "8443",
-                          "SEALGATE_DEADLINE": "8s", "SEALGATE_MUTATE": "false"}
+                          "SEALGATE_DEADLINE": "8s", "SEALGATE_MUTATE": "false",
+                          "SEALGATE_WORKERS": "1"}
     assert container["image"] == "sealgate:0.1.0"
 
 
@@ -925,3 +926,20 @@ def test_every_value_is_documented(chart: Any) -> None:
     text = (guide if guide.exists() else REPO / "README.md").read_text(encoding="utf-8")
     missing = [key for key in _value_keys(chart.values) if f"| `{key}` |" not in text]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("values", "workers"),
+    [
+        ({}, "1"),  # the default limit is one CPU
+        ({"resources": {"limits": {"cpu": "2"}}}, "2"),
+        ({"resources": {"limits": {"cpu": "2500m"}}}, "2"),
+        ({"resources": {"limits": {"cpu": "500m"}}}, "1"),
+        ({"resources": {"limits": {"cpu": 4}}}, "4"),
+        ({"resources": {"requests": {"cpu": "100m"}}}, "1"),  # no limit: one
+        ({"resources": {"limits": {"cpu": "4"}}, "config": {"workers": 3}}, "3"),
+    ],
+)
+def test_workers_follow_the_cpu_limit(chart: Any, values: dict[str, Any], workers: str) -> None:
+    """One worker per whole CPU of the limit (SPEC §9), unless config.workers says."""
+    assert render(chart, values).env["SEALGATE_WORKERS"] == workers

@@ -15,9 +15,9 @@ import pytest
 from tests.admission_helpers import pod_review
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
 from tests.sigstore_world import SigstoreWorld
-from webhook import facts as facts_module
 from webhook.app import create_app
 from webhook.settings import Settings
+from webhook.signatures import cosign_verifier as verifier_module
 
 WORKFLOW = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
 ISSUER = "https://token.actions.githubusercontent.com"
@@ -119,7 +119,7 @@ async def test_keyless_verification_does_not_block_the_event_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keyless_signed(world, registry, "team/slowverify")
-    real = facts_module.verify_keyless_signature
+    real = verifier_module.verify_keyless_signature
     finished: list[float] = []
 
     def slow_verify(*args: Any, **kwargs: Any) -> Any:
@@ -128,7 +128,7 @@ async def test_keyless_verification_does_not_block_the_event_loop(
         finished.append(time.monotonic())
         return result
 
-    monkeypatch.setattr(facts_module, "verify_keyless_signature", slow_verify)
+    monkeypatch.setattr(verifier_module, "verify_keyless_signature", slow_verify)
     async for client in client_for(tmp_path, registry, world, f"subject: {WORKFLOW}"):
         review = asyncio.create_task(answer(client, f"{registry.host}/team/slowverify:v1"))
         await asyncio.sleep(0.1)  # the verification is under way

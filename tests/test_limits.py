@@ -7,6 +7,7 @@ import hashlib
 import httpx
 import pytest
 
+from tests.registry_server import OCI_MANIFEST
 from tests.test_registry import MOCK_REF, manifest_response, mock_client, signature_manifest
 from webhook.errors import RegistryError
 from webhook.limits import RegistryLimits
@@ -58,8 +59,7 @@ async def test_manifest_limit_binds() -> None:
     manifest = b'{"schemaVersion": 2, "layers": []}' + b" " * 4096
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=manifest,
-                              headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        return httpx.Response(200, content=manifest, headers={"Content-Type": OCI_MANIFEST})
 
     async with mock_client(handler) as http:
         client = RegistryClient(http, limits=RegistryLimits(max_manifest_bytes=1024))

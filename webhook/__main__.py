@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", type=Path, help="TLS private key PEM (SEALGATE_KEY)")
     serve.add_argument("--audit-log", type=Path, help="audit log file (SEALGATE_AUDIT_LOG)")
     serve.add_argument("--log-level", default="info", help="uvicorn/sealgate log level")
+    serve.add_argument("--workers", type=int,
+                       help="processes serving the port (SEALGATE_WORKERS, default 1)")
 
     certs = commands.add_parser("certs", help="write a CA and a serving certificate")
     certs.add_argument("--out", type=Path, default=Path("certs"), help="output directory")
@@ -71,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--namespace", help="only this namespace (a glob works too)")
     report.add_argument("--output", "-o", choices=("table", "json"), default="table")
 
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chains of audit logs (exit 1 naming the first bad line)",
+        description="Follow every chain (workers, replicas, restarts) through the files, "
+                    "oldest first; print each chain's id, first and last seq and line count. "
+                    "Exit 0 when all are intact, 1 naming file:line of the first edited, "
+                    "missing, reordered or duplicated line of each broken chain, 2 when a "
+                    "file cannot be read.")
+    verify.add_argument("logs", nargs="+", type=Path, metavar="LOG",
+                        help="audit log files, oldest first (rotated files before the current)")
+    verify.add_argument("--key", type=Path,
+                        help="the SEALGATE_AUDIT_KEY file the chains were written with")
+
     replay = commands.add_parser(
         "replay", help="re-decide recorded admissions under other policies",
         description="Re-decide each admission of an audit log under the policies of DIR, "
@@ -95,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "policy":
             return _policy(args)
         if args.command == "audit":
+            if args.audit_command == "verify":
+                return _audit_verify(args)
             return _audit_report(args)
         if args.command == "replay":
             return _replay(args)
@@ -105,19 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import ssl
-
-    import uvicorn
-
-    from webhook.app import create_app
-    from webhook.reload import load_policies
-    from webhook.serving import DrainingServer, bounded_httptools
+    from webhook.serving import serve
     from webhook.settings import Settings
-    from webhook.tls import CertificateReloader
 
     settings = Settings.from_env(
         host=args.host, port=args.port, policies=args.policies, cert=args.cert, key=args.key,
-        audit_log=args.audit_log,
+        audit_log=args.audit_log, workers=args.workers,
     )
     if settings.cert is None or settings.key is None:
         print("sealgate: serve needs --cert and --key (or SEALGATE_CERT/SEALGATE_KEY); "
@@ -127,45 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"sealgate: {path}: no such file", file=sys.stderr)
             return 2
-    # Load once before binding (policies and the trust roots they name, as every reload
-    # does): a missing or broken policy directory is a start-up error.
-    policies = load_policies(settings.policies, generation=1)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request
-    # httpcore's debug lines carry raw response headers, and a registry may echo a
-    # credential back in one (WWW-Authenticate error_description): never at any level
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-    logging.getLogger("sealgate").info(
-        "loaded %d policies from %s", len(policies.policies), settings.policies
-    )
-    app = create_app(settings, policies=policies)
-    config = uvicorn.Config(
-        app,
-        # request headers capped (431): httptools has no cap of its own (issue 11)
-        http=bounded_httptools(settings.max_header_bytes, settings.max_headers),
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=str(settings.cert),
-        ssl_keyfile=str(settings.key),
-        log_level=args.log_level,
-        access_log=False,
-        lifespan="on",
-    )
-    config.load()  # builds the SSLContext the reloader keeps current
-    assert config.ssl is not None
-    config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # never 1.0/1.1, whatever OpenSSL allows
-    certificates = CertificateReloader(config.ssl, settings.cert, settings.key,
-                                       interval=settings.reload_interval)
-    certificates.start()
-    try:
-        # SIGTERM: /readyz not-ready at once, requests in flight answered and audited
-        # (bounded by the deadline), idle keep-alive clients do not hold the exit
-        DrainingServer(config, on_drain=lambda: setattr(app.state, "draining", True),
-                       drain_timeout=settings.deadline + 2).run()
-    finally:
-        certificates.stop()
-    return 0
+    return serve(settings, log_level=args.log_level)
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -271,6 +241,19 @@ def _audit_report(args: argparse.Namespace) -> int:
     report = build_report(_read_log(args.log), since=since, namespace=args.namespace)
     print(report.to_json() if args.output == "json" else report.render())
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from webhook.auditchain import read_key, read_log_lines, render, verify_lines
+
+    key = read_key(args.key) if args.key is not None else None
+    try:
+        result = verify_lines(read_log_lines(args.logs), key)
+    except OSError as exc:
+        print(f"sealgate: cannot read audit log: {exc}", file=sys.stderr)
+        return 2
+    print(render(result))
+    return 0 if result.intact else 1
 
 
 def _replay(args: argparse.Namespace) -> int:

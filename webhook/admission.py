@@ -7,10 +7,11 @@ subresource. Malformed input raises AdmissionError (HTTP 400).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from webhook.errors import AdmissionError
 
@@ -53,11 +54,13 @@ class AdmissionRequest:
 def parse_review(body: bytes) -> AdmissionRequest:
     """Parse an AdmissionReview body; AdmissionError names what is wrong."""
     try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # orjson: several times the standard library's speed; it also refuses what no
+        # API server sends (lone UTF-16 surrogates, NaN, nesting deeper than 1024)
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise AdmissionError("request body is nested too deeply") from exc
         raise AdmissionError(f"request body is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise AdmissionError("request body is nested too deeply") from exc
     if not isinstance(review, dict):
         raise AdmissionError("request body is not an AdmissionReview object")
     if review.get("kind") != "AdmissionReview":

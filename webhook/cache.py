@@ -33,6 +33,7 @@ class CacheSettings:
 class _Entry(Generic[T]):
     value: T
     ttl: float
+    expires: float  # on the cache's timer: what a decision built on it may last
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class FactCache:
         self._on_event = on_event
         self._caches: dict[str, TLRUCache[Hashable, _Entry[Any]]] = {}
         self._inflight: dict[tuple[str, Hashable], _Flight] = {}
+        self.epoch = 0  # bumped by clear(): what was built on older entries is stale
 
     def _cache(self, fact: str) -> TLRUCache[Hashable, _Entry[Any]]:
         cache = self._caches.get(fact)
@@ -80,6 +82,20 @@ class FactCache:
         if verdict == "failure":
             return self.settings.failure_ttl
         return self.settings.digest_ttl if fact == "digest" else self.settings.success_ttl
+
+    def now(self) -> float:
+        """The cache's clock (entries' ``expires`` are on it)."""
+        return self._timer()
+
+    def peek(self, fact: str, key: Hashable) -> _Entry[Any] | None:
+        """The cached entry, if there is one; counts nothing (the warm path counts hits
+        itself once it knows every fact was there)."""
+        cache = self._caches.get(fact)
+        return None if cache is None else cache.get(key)
+
+    def hits(self, fact: str, count: int = 1) -> None:
+        for _ in range(count):
+            self._event(fact, "hit")
 
     async def get_or_fetch(
         self,
@@ -143,9 +159,10 @@ class FactCache:
         value = await fetch()
         ttl = self.ttl_for(classify(value), fact=fact)
         if ttl is not None and ttl > 0:
-            self._cache(fact)[key] = _Entry(value, ttl)
+            self._cache(fact)[key] = _Entry(value, ttl, self._timer() + ttl)
         return value
 
     def clear(self) -> None:
         for cache in self._caches.values():
             cache.clear()
+        self.epoch += 1

@@ -253,6 +253,41 @@ def decide(
     return Decision(kind, reason, "", tuple(warnings), (), tuple(entries), used_glass)
 
 
+def stable_until(
+    *,
+    namespace: str | None,
+    images: Sequence[str],
+    policies: PolicySet,
+    facts: Mapping[str, ImageFacts],
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """Until when ``decide`` gives the same decision for the same facts; None: forever.
+
+    Time enters a decision in two places only: a scan report counts while it is no
+    older than ``maxAge``, and an ``ignore`` entry holds through its ``until`` day.
+    Whatever counts now stops counting at one of those moments, and nothing that
+    does not count now starts counting later, so the earliest of them bounds it.
+    """
+    moments: list[dt.datetime] = []
+    for policy in policies.applicable(namespace):
+        for ref_text in dict.fromkeys(images):
+            ref = parse_image(ref_text)
+            rule = policy.select_rule(ref.name) if ref is not None else None
+            if rule is None or rule.scan is None:
+                continue
+            scan = rule.scan
+            if scan.max_age is not None:
+                for fact in facts.get(ref_text, ImageFacts()).scans:
+                    expiry = fact.scanned_at + scan.max_age
+                    if expiry >= now:
+                        moments.append(expiry)
+            for entry in scan.ignore:
+                if entry.active(now):
+                    moments.append(dt.datetime.combine(entry.until + dt.timedelta(days=1),
+                                                       dt.time(), tzinfo=dt.UTC))
+    return min(moments, default=None)
+
+
 def _apply_mode(level: Level, mode: Mode) -> Level:
     if level == "allow" or mode == "audit":
         return "allow"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -25,13 +25,12 @@ from webhook.errors import (
     RegistryContentError,
     RegistryError,
     SealgateError,
-    VerificationError,
 )
 from webhook.fairness import end_request, start_request
 from webhook.harbor import HarborClient
 from webhook.metrics import Metrics
-from webhook.oci import COSIGN_CERTIFICATE_ANNOTATION, SignatureLayer
-from webhook.policy import Authority, KeyAuthority, KeylessAuthority, ScanRequirement
+from webhook.oci import Descriptor
+from webhook.policy import Authority, ScanRequirement
 from webhook.references import ImageReference
 from webhook.registry import RegistryClient, RegistryCredentials
 from webhook.scans import ScanReportError, fact_from_statement, is_scan_statement
@@ -41,18 +40,9 @@ from webhook.signatures.attestations import (
     fetch_attestations,
     verify_attestations,
 )
-from webhook.signatures.bundle import (
-    COSIGN_SIGN_PREDICATE,
-    BundleTrust,
-    FetchedBundle,
-    KeylessTrust,
-    KeyTrust,
-    fetch_bundles,
-    verify_image_bundles,
-)
-from webhook.signatures.cosign import verify_key_signature
-from webhook.signatures.keyless import verify_keyless_signature
-from webhook.signatures.trust import load_trusted_root
+from webhook.signatures.cosign_verifier import bundle_trust
+from webhook.signatures.listing import listed_referrers
+from webhook.verifiers import AuthorityVerifier, default_verifiers, verifier_for
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +63,16 @@ def _scan_verdict(result: ScanResult) -> Verdict:
     if error is not None:
         return "error"
     return "success" if fact is not None else "failure"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFacts:
+    """Facts read entirely from the local cache, and until when (cache clock) they hold."""
+
+    facts: dict[str, ImageFacts]
+    expires: float
+    hits: Mapping[str, int]  # lookups per fact type, for the metrics
+    epoch: int
 
 
 @dataclass(slots=True)
@@ -98,15 +98,23 @@ class FactGatherer:
         cache: FactCache | None = None,
         harbor: HarborClient | None = None,
         metrics: Metrics | None = None,
+        verifiers: Mapping[str, AuthorityVerifier] | None = None,
     ) -> None:
         self.registry = registry
         self.cache = cache or FactCache()
         self.harbor = harbor
         self.metrics = metrics
+        # one verifier per authority kind (key, keyless, notation): webhook/verifiers.py
+        self.verifiers = (
+            verifiers if verifiers is not None else default_verifiers(registry, self.cache)
+        )
 
     async def gather(
         self, plans: tuple[CheckPlan, ...], *, deadline: float
     ) -> dict[str, ImageFacts]:
+        cached = self.gather_cached(plans, deadline=deadline)
+        if cached is not None:
+            return cached.facts
         progress = {plan.ref_text: _Progress() for plan in plans}
         owner = start_request()  # registry slots are shared round robin between requests
         try:
@@ -118,6 +126,79 @@ class FactGatherer:
                                           progress[plan.ref_text])
         finally:
             end_request(owner)
+        return self._facts(plans, progress, deadline)
+
+    def gather_cached(self, plans: tuple[CheckPlan, ...], *, deadline: float) -> CachedFacts | None:
+        """The warm path: every fact from the local cache, without a task, a cancel scope or
+        an await; None as soon as one is missing (then ``gather`` asks for all of them)."""
+        found = self._all_cached(plans)
+        if found is None:
+            return None
+        progress, expires, hits = found
+        for fact, count in hits.items():
+            self.cache.hits(fact, count)
+        return CachedFacts(self._facts(plans, progress, deadline), expires, hits,
+                           self.cache.epoch)
+
+    def still_fresh(self, cached: CachedFacts) -> bool:
+        """Whether every fact ``cached`` was built from is still within its TTL."""
+        return cached.epoch == self.cache.epoch and self.cache.now() < cached.expires
+
+    def count_hits(self, hits: Mapping[str, int]) -> None:
+        """Cache hits of a decision reused from facts that are still cached (metrics count
+        every lookup the decision stands for)."""
+        for fact, count in hits.items():
+            self.cache.hits(fact, count)
+
+    def _all_cached(
+        self, plans: tuple[CheckPlan, ...]
+    ) -> tuple[dict[str, _Progress], float, dict[str, int]] | None:
+        """Reads the same cache keys the full path writes."""
+        progress: dict[str, _Progress] = {}
+        hits: dict[str, int] = {}
+        expires = float("inf")
+        cache = self.cache
+        for plan in plans:
+            state = progress[plan.ref_text] = _Progress()
+            ref = plan.ref
+            if ref is None or not plan.needs_digest:
+                continue
+            if ref.digest is not None:
+                state.digest, digest = Outcome("ok"), ref.digest
+            else:
+                entry = cache.peek("digest", _digest_key(ref))
+                if entry is None:
+                    return None
+                expires = min(expires, entry.expires)
+                hits["digest"] = hits.get("digest", 0) + 1
+                state.digest, digest = entry.value
+            state.resolved = digest
+            if digest is None:
+                continue
+            for check in plan.signatures:
+                entry = cache.peek("signature", _signature_key(ref, digest, check))
+                if entry is None:
+                    return None
+                expires = min(expires, entry.expires)
+                state.signatures[check.key] = entry.value
+            hits["signature"] = hits.get("signature", 0) + len(plan.signatures)
+            for source in _sources(plan.scans):
+                keys = ([_scan_key(ref, digest, "harbor")] if source == "harbor" else [
+                    _scan_key(ref, digest, "attestation", fingerprint)
+                    for fingerprint in _attestors(plan.scans)])
+                results: list[ScanResult] = []
+                for key in keys:
+                    entry = cache.peek("scan", key)
+                    if entry is None:
+                        return None
+                    expires = min(expires, entry.expires)
+                    results.append(entry.value)
+                hits["scan"] = hits.get("scan", 0) + len(keys)
+                _record_scans(state, source, results)
+        return progress, expires, hits
+
+    def _facts(self, plans: tuple[CheckPlan, ...], progress: dict[str, _Progress],
+               deadline: float) -> dict[str, ImageFacts]:
         timeout = f"deadline of {deadline:g}s exceeded"
         facts: dict[str, ImageFacts] = {}
         for plan in plans:
@@ -174,7 +255,7 @@ class FactGatherer:
                 return Outcome("error", str(exc)), None
 
         fact, cached = await self.cache.get_or_fetch(
-            "digest", (ref.registry, ref.repository, ref.tag), fetch, _digest_verdict
+            "digest", _digest_key(ref), fetch, _digest_verdict
         )
         state.all_cached &= cached
         return fact
@@ -185,7 +266,9 @@ class FactGatherer:
         self, check: SignatureCheck, ref: ImageReference, digest: str, state: _Progress
     ) -> None:
         async def fetch() -> Outcome:
-            outcome = await self._verify(check, ref, digest)
+            outcome = await verifier_for(self.verifiers, check.authority.kind).verify(
+                check, ref, digest
+            )
             if self.metrics is not None:
                 self.metrics.verifications.labels(
                     authority_type=check.authority.kind, outcome=outcome.status
@@ -194,155 +277,14 @@ class FactGatherer:
 
         # per repository, digest and authority: legacy signatures name their repository
         outcome, cached = await self.cache.get_or_fetch(
-            "signature", (ref.name, digest, check.key), fetch, _outcome_verdict
+            "signature", _signature_key(ref, digest, check), fetch, _outcome_verdict
         )
         state.all_cached &= cached
         state.signatures[check.key] = outcome
 
-    async def _layers(self, ref: ImageReference, digest: str) -> list[SignatureLayer]:
-        """The `.sig` layers, fetched once for all authorities checking them (not stored)."""
-
-        async def fetch() -> list[SignatureLayer]:
-            return await self.registry.cosign_signatures(ref, digest)
-
-        layers, _ = await self.cache.get_or_fetch(
-            "signature-layers", (ref.name, digest), fetch, lambda _v: "error"
-        )
-        return layers
-
-    async def _bundles(self, ref: ImageReference, digest: str) -> list[FetchedBundle]:
-        """Sigstore bundle referrers (cosign v3), fetched once for all authorities."""
-
-        async def fetch() -> list[FetchedBundle]:
-            return await fetch_bundles(
-                self.registry, ref, digest, predicate_type=COSIGN_SIGN_PREDICATE
-            )
-
-        bundles, _ = await self.cache.get_or_fetch(
-            "signature-bundles", (ref.name, digest), fetch, lambda _v: "error"
-        )
-        return bundles
-
-    async def _verify(self, check: SignatureCheck, ref: ImageReference, digest: str) -> Outcome:
-        """Satisfied by any legacy `.sig` layer or any bundle referrer that verifies."""
-        authority = check.authority
-        errors: list[str] = []
-        reasons: list[str] = []
-        layers: list[SignatureLayer] = []
-        bundles: list[FetchedBundle] = []
-        try:
-            layers = await self._layers(ref, digest)
-        except RegistryContentError as exc:
-            # planted garbage is not a signature, and must not hand the decision to onError
-            reasons.append(f"unusable signature manifest: {exc}")
-        except RegistryError as exc:
-            errors.append(f"fetching signatures: {exc}")
-        try:
-            bundles = await self._bundles(ref, digest)
-        except RegistryContentError as exc:
-            reasons.append(f"unusable referrers: {exc}")
-        except RegistryError as exc:
-            errors.append(f"fetching signature bundles: {exc}")
-        if layers:
-            # keyless chains/SCTs/SETs, and many or large key-signed layers: enough CPU to
-            # keep off the event loop
-            verify_layers = (
-                self._verify_key_layers if isinstance(authority, KeyAuthority)
-                else self._verify_keyless_layers
-            )
-            outcome = await anyio.to_thread.run_sync(
-                verify_layers, check, authority, ref, digest, layers  # type: ignore[arg-type]
-            )
-            if outcome.status == "ok":
-                return outcome
-            (errors if outcome.status == "error" else reasons).append(outcome.reason)
-        if bundles:
-            try:
-                # sigstore-python runs in a worker thread (verify_bundle)
-                await verify_image_bundles(bundles, bundle_trust(authority), image_digest=digest)
-            except VerificationError as exc:
-                reasons.append(f"bundle: {exc}")
-            except SealgateError as exc:  # a trusted root that does not load
-                errors.append(f"bundle: {exc}")
-            else:
-                return Outcome("ok")
-        if errors:
-            return Outcome("error", "; ".join(errors + reasons))
-        if not reasons:
-            return Outcome("fail", "no signatures found")
-        return Outcome("fail", "; ".join(reasons))
-
-    def _verify_key_layers(
-        self,
-        check: SignatureCheck,
-        authority: KeyAuthority,
-        ref: ImageReference,
-        digest: str,
-        layers: Sequence[SignatureLayer],
-    ) -> Outcome:
-        try:
-            rekor_keys = (
-                load_trusted_root(authority.trusted_root).rekor_keys
-                if authority.tlog != "off"
-                else ()
-            )
-        except SealgateError as exc:
-            return Outcome("error", f"trusted root {authority.trusted_root}: {exc}")
-        reasons: list[str] = []
-        for layer in layers:
-            try:
-                # ECDSA/RSA/Ed25519 verification of a small payload takes well under a
-                # millisecond: cheaper inline than a thread hop.
-                verify_key_signature(
-                    layer,
-                    key=authority.public_key,
-                    image_digest=digest,
-                    image_name=ref.name,
-                    signed_references=check.signed_references,
-                    tlog=authority.tlog,
-                    rekor_keys=rekor_keys,
-                )
-            except VerificationError as exc:
-                if str(exc) not in reasons:
-                    reasons.append(str(exc))
-                continue
-            return Outcome("ok")
-        return Outcome("fail", "; ".join(reasons))
-
-    def _verify_keyless_layers(
-        self,
-        check: SignatureCheck,
-        authority: KeylessAuthority,
-        ref: ImageReference,
-        digest: str,
-        layers: Sequence[SignatureLayer],
-    ) -> Outcome:
-        try:
-            trust = load_trusted_root(authority.trusted_root)
-        except SealgateError as exc:
-            return Outcome("error", f"trusted root {authority.trusted_root}: {exc}")
-        reasons: list[str] = []
-        for layer in layers:
-            if COSIGN_CERTIFICATE_ANNOTATION not in layer.annotations:
-                reason = "signature has no certificate (signed with a key, not keyless)"
-                if reason not in reasons:
-                    reasons.append(reason)
-                continue
-            try:
-                verify_keyless_signature(
-                    layer,
-                    identity=authority.identity,
-                    trust=trust,
-                    image_digest=digest,
-                    image_name=ref.name,
-                    signed_references=check.signed_references,
-                )
-            except VerificationError as exc:
-                if str(exc) not in reasons:
-                    reasons.append(str(exc))
-                continue
-            return Outcome("ok")
-        return Outcome("fail", "; ".join(reasons))
+    async def _referrers(self, ref: ImageReference, digest: str) -> list[Descriptor]:
+        """The image's referrers, listed once for signatures and attestations (not stored)."""
+        return await listed_referrers(self.registry, self.cache, ref, digest)
 
     # ------------------------------------------------------------------ scans
 
@@ -357,19 +299,11 @@ class FactGatherer:
         if source == "harbor":
             results = [await self._harbor(ref, digest, state)]
         else:
-            attestors = {a.fingerprint: a for scan in scans for a in scan.attestors}
             results = [
                 await self._attestation(authority, ref, digest, state)
-                for authority in attestors.values()
+                for authority in _attestors(scans).values()
             ]
-        errors = [error for _, error in results if error is not None]
-        state.scans.extend(fact for fact, _ in results if fact is not None)
-        if errors:
-            # Kept even when another attestor has a report: a requirement whose own
-            # attestors failed must reach onError, not onMissing. The decision looks at
-            # errors only for a requirement none of whose attestors' reports count.
-            state.scan_errors[source] = "; ".join(errors)
-        state.scans_done.add(source)
+        _record_scans(state, source, results)
 
     async def _harbor(self, ref: ImageReference, digest: str, state: _Progress) -> ScanResult:
         harbor = self.harbor
@@ -383,14 +317,16 @@ class FactGatherer:
                 return None, str(exc)
 
         result, cached = await self.cache.get_or_fetch(
-            "scan", (ref.name, digest, "harbor"), fetch, _scan_verdict
+            "scan", _scan_key(ref, digest, "harbor"), fetch, _scan_verdict
         )
         state.all_cached &= cached
         return result
 
     async def _attached(self, ref: ImageReference, digest: str) -> AttachedAttestations:
         async def fetch() -> AttachedAttestations:
-            return await fetch_attestations(self.registry, ref, digest)
+            return await fetch_attestations(
+                self.registry, ref, digest,
+                list_referrers=lambda: self._referrers(ref, digest))
 
         attached, _ = await self.cache.get_or_fetch(
             "attestation-material", (ref.name, digest), fetch, lambda _v: "error"
@@ -434,7 +370,8 @@ class FactGatherer:
             return None, None
 
         result, cached = await self.cache.get_or_fetch(
-            "scan", (ref.name, digest, "attestation", authority.fingerprint), fetch, _scan_verdict
+            "scan", _scan_key(ref, digest, "attestation", authority.fingerprint), fetch,
+            _scan_verdict
         )
         state.all_cached &= cached
         return result
@@ -474,11 +411,33 @@ async def registry_facts(
         yield FactGatherer(registry, cache=cache, harbor=harbor, metrics=metrics)
 
 
-def bundle_trust(authority: Authority) -> BundleTrust:
-    """What the bundle/attestation verifiers need of a policy authority."""
-    if isinstance(authority, KeyAuthority):
-        return KeyTrust(authority.public_key, authority.tlog, authority.trusted_root)
-    return KeylessTrust(authority.identity, authority.trusted_root)
+# Cache keys: facts about a tag, or about (repository, digest) — legacy signatures name
+# their repository — never decisions (SPEC §4).
+def _digest_key(ref: ImageReference) -> tuple[str, str, str | None]:
+    return (ref.registry, ref.repository, ref.tag)
+
+
+def _signature_key(ref: ImageReference, digest: str, check: SignatureCheck) -> tuple[str, ...]:
+    return (ref.name, digest, check.key)
+
+
+def _scan_key(ref: ImageReference, digest: str, *source: str) -> tuple[str, ...]:
+    return (ref.name, digest, *source)
+
+
+def _attestors(scans: Sequence[ScanRequirement]) -> dict[str, Authority]:
+    return {a.fingerprint: a for scan in scans for a in scan.attestors}
+
+
+def _record_scans(state: _Progress, source: str, results: Sequence[ScanResult]) -> None:
+    errors = [error for _, error in results if error is not None]
+    state.scans.extend(fact for fact, _ in results if fact is not None)
+    if errors:
+        # Kept even when another attestor has a report: a requirement whose own
+        # attestors failed must reach onError, not onMissing. The decision looks at
+        # errors only for a requirement none of whose attestors' reports count.
+        state.scan_errors[source] = "; ".join(errors)
+    state.scans_done.add(source)
 
 
 def _sources(scans: Sequence[ScanRequirement]) -> list[str]:

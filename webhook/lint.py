@@ -23,7 +23,14 @@ from yaml.nodes import ScalarNode
 
 from webhook.errors import PolicyError, SealgateError
 from webhook.patterns import namespace_matches
-from webhook.policy import Authority, Location, Policy, load_policy_text, policy_files
+from webhook.policy import (
+    Authority,
+    Location,
+    NotationAuthority,
+    Policy,
+    load_policy_text,
+    policy_files,
+)
 from webhook.signatures.trust import load_trusted_root
 from webhook.tables import plural
 
@@ -181,6 +188,8 @@ def _trust_roots(policies: Sequence[Policy]) -> Iterator[LintMessage]:
     """A trusted root the webhook could not load fails its start-up or reload: an error."""
     failed: set[str] = set()
     for policy, _rule, authority in _authority_uses(policies):
+        if isinstance(authority, NotationAuthority):
+            continue  # its trust store is in the policy itself
         root = authority.trusted_root
         if root in failed:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,11 +17,21 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from webhook.durations import parse_duration
 from webhook.errors import PolicyError, SealgateError, VerificationError
+from webhook.identity import Identity, X509Subject, claim_oid, parse_trusted_identity
+from webhook.keys import (
+    PublicKey,
+    certificate_fingerprint,
+    key_fingerprint,
+    load_certificates,
+    load_public_key,
+)
 from webhook.patterns import (
     ImagePattern,
     PatternError,
@@ -28,13 +39,12 @@ from webhook.patterns import (
     namespace_matches,
     validate_namespace_glob,
 )
-from webhook.signatures.cosign import PublicKey, key_fingerprint, load_public_key
-from webhook.signatures.identity import Identity
 
 API_VERSION = "sealgate.dev/v1alpha1"
 KIND = "ImagePolicy"
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 BUILTIN_ROOTS = ("public-good", "staging")
+AUTHORITY_KINDS = ("key", "keyless", "notation")
 
 Mode = Literal["enforce", "warn", "audit"]
 OnError = Literal["deny", "warn", "allow"]
@@ -86,6 +96,8 @@ class KeylessAuthority:
     subject_regexp: str | None
     trusted_root: str
     location: Location = field(compare=False)
+    claims: tuple[tuple[str, str], ...] = ()  # Fulcio extensions by name, exact (SPEC §9)
+    claims_regexp: tuple[tuple[str, str], ...] = ()  # ... full-match regexps
 
     @property
     def kind(self) -> str:
@@ -93,16 +105,54 @@ class KeylessAuthority:
 
     @property
     def fingerprint(self) -> str:
-        return _digest(
-            "keyless", self.issuer, self.subject or "", self.subject_regexp or "", self.trusted_root
-        )
+        parts = ["keyless", self.issuer, self.subject or "", self.subject_regexp or "",
+                 self.trusted_root]
+        if self.claims or self.claims_regexp:  # unchanged keys for authorities without claims
+            parts += [f"{k}={v}" for k, v in self.claims]
+            parts += [f"{k}~{v}" for k, v in self.claims_regexp]
+        return _digest(*parts)
 
     @property
     def identity(self) -> Identity:
-        return Identity(self.issuer, self.subject, self.subject_regexp)
+        return Identity(self.issuer, self.subject, self.subject_regexp, self.claims,
+                        self.claims_regexp)
 
 
-Authority = KeyAuthority | KeylessAuthority
+NotationLevel = Literal["strict", "permissive"]
+NOTATION_LEVELS: tuple[NotationLevel, ...] = ("strict", "permissive")
+
+
+@dataclass(frozen=True, slots=True)
+class NotationAuthority:
+    """Notary Project signatures (JWS or COSE envelopes) chaining to a trust store (SPEC §9).
+
+    ``ca`` serves the ``notary.x509`` signing scheme, ``signing_authority`` the
+    ``notary.x509.signingAuthority`` one, ``tsa`` the RFC 3161 timestamp roots.
+    ``trusted_identities`` is empty for ``*`` (any leaf the store chains).
+    """
+
+    name: str
+    ca: tuple[x509.Certificate, ...] = field(repr=False, compare=False)
+    signing_authority: tuple[x509.Certificate, ...] = field(repr=False, compare=False)
+    tsa: tuple[x509.Certificate, ...] = field(repr=False, compare=False)
+    store_sha256: tuple[str, ...]  # "ca:<hex>", "signingAuthority:<hex>", "tsa:<hex>"
+    trusted_identities: tuple[X509Subject, ...]
+    any_identity: bool
+    level: NotationLevel
+    location: Location = field(compare=False)
+
+    @property
+    def kind(self) -> str:
+        return "notation"
+
+    @property
+    def fingerprint(self) -> str:
+        return _digest("notation", *self.store_sha256, "*" if self.any_identity else "",
+                       *(i.text for i in self.trusted_identities), self.level)
+
+
+Authority = KeyAuthority | KeylessAuthority | NotationAuthority
+SigstoreAuthority = KeyAuthority | KeylessAuthority
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +240,7 @@ class PolicySet:
                     yield from rule.scan.attestors
 
 
+@functools.lru_cache(maxsize=4096)  # fingerprints are cache keys, asked for on every review
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
@@ -466,12 +517,16 @@ class _Parser:
         return tuple(out)
 
     def authority(self, node: Node) -> Authority:
-        fields = self.mapping(node, "authority", ("name", "key", "keyless"), ("name",))
+        fields = self.mapping(node, "authority", ("name", *AUTHORITY_KINDS), ("name",))
         name = self.string(fields["name"], "authority name")
-        if ("key" in fields) == ("keyless" in fields):
-            raise self.fail(node, f"authority {name!r}: give exactly one of key or keyless")
+        kinds = [kind for kind in AUTHORITY_KINDS if kind in fields]
+        if len(kinds) != 1:
+            raise self.fail(node, f"authority {name!r}: give exactly one of "
+                                  f"{', '.join(AUTHORITY_KINDS[:-1])} or {AUTHORITY_KINDS[-1]}")
         if "key" in fields:
             return self.key_authority(name, fields["key"])
+        if "notation" in fields:
+            return self.notation_authority(name, fields["notation"])
         return self.keyless_authority(name, fields["keyless"])
 
     def key_authority(self, name: str, node: Node) -> KeyAuthority:
@@ -510,7 +565,8 @@ class _Parser:
 
     def keyless_authority(self, name: str, node: Node) -> KeylessAuthority:
         fields = self.mapping(node, f"authority {name!r} keyless",
-                              ("issuer", "subject", "subjectRegExp", "trustedRoot"), ("issuer",))
+                              ("issuer", "subject", "subjectRegExp", "trustedRoot", "claims",
+                               "claimsRegExp"), ("issuer",))
         issuer = self.string(fields["issuer"], f"authority {name!r} keyless.issuer")
         if ("subject" in fields) == ("subjectRegExp" in fields):
             raise self.fail(node, f"authority {name!r}: give exactly one of keyless.subject or "
@@ -526,8 +582,116 @@ class _Parser:
             except re.error as exc:
                 raise self.fail(fields["subjectRegExp"], f"authority {name!r}: bad "
                                                          f"keyless.subjectRegExp: {exc}") from exc
+        claims = self.claims(fields.get("claims"), f"authority {name!r} keyless.claims", False)
+        claims_regexp = self.claims(fields.get("claimsRegExp"),
+                                    f"authority {name!r} keyless.claimsRegExp", True)
         return KeylessAuthority(name, issuer, subject, regexp, self.trusted_root(fields, name),
-                                self.loc(node))
+                                self.loc(node), claims, claims_regexp)
+
+    def claims(self, node: Node | None, what: str, regexp: bool) -> tuple[tuple[str, str], ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, MappingNode):
+            raise self.fail(node, f"{what} must be a mapping of claim name to value")
+        out: list[tuple[str, str]] = []
+        for key_node, value_node in node.value:
+            claim = self.scalar(key_node)
+            try:
+                claim_oid(str(claim))
+            except ValueError as exc:
+                raise self.fail(key_node, f"{what}: {exc}") from exc
+            if any(claim == seen for seen, _ in out):
+                raise self.fail(key_node, f"duplicate field {what}.{claim}")
+            value = self.string(value_node, f"{what}.{claim}")
+            if regexp:
+                try:
+                    re.compile(value)
+                except re.error as exc:
+                    raise self.fail(value_node, f"{what}.{claim}: bad regexp: {exc}") from exc
+            out.append((str(claim), value))
+        return tuple(out)
+
+    def notation_authority(self, name: str, node: Node) -> NotationAuthority:
+        what = f"authority {name!r} notation"
+        fields = self.mapping(node, what, ("trustStore", "trustedIdentities", "level"),
+                              ("trustStore", "trustedIdentities"))
+        store = self.mapping(fields["trustStore"], f"{what}.trustStore",
+                             ("ca", "signingAuthority", "tsa"))
+        ca = self.certificates(store.get("ca"), f"{what}.trustStore.ca")
+        signing_authority = self.certificates(store.get("signingAuthority"),
+                                              f"{what}.trustStore.signingAuthority")
+        tsa = self.certificates(store.get("tsa"), f"{what}.trustStore.tsa")
+        if not ca and not signing_authority:
+            raise self.fail(fields["trustStore"], f"{what}.trustStore needs at least one "
+                                                  "certificate in ca or signingAuthority")
+        for cert in ca + signing_authority:
+            if not _is_ca_or_self_signed(cert):
+                raise self.fail(fields["trustStore"], f"{what}.trustStore: "
+                                f"{cert.subject.rfc4514_string()} is neither a CA nor "
+                                "self-signed, so it cannot anchor a chain")
+        for cert in tsa:
+            if not _is_self_signed(cert):
+                raise self.fail(store["tsa"], f"{what}.trustStore.tsa: "
+                                f"{cert.subject.rfc4514_string()} is not a root (self-signed) "
+                                "certificate")
+        identities: list[X509Subject] = []
+        any_identity = False
+        items = self.sequence(fields["trustedIdentities"], f"{what}.trustedIdentities")
+        if not items:
+            raise self.fail(fields["trustedIdentities"], f"{what}.trustedIdentities must not be "
+                                                         'empty (write ["*"] for any identity)')
+        for item in items:
+            text = self.string(item, f"each entry of {what}.trustedIdentities")
+            try:
+                parsed = parse_trusted_identity(text)
+            except ValueError as exc:
+                raise self.fail(item, f"{what}.trustedIdentities: {exc}") from exc
+            if parsed is None:
+                any_identity = True
+            else:
+                identities.append(parsed)
+        if any_identity and identities:
+            raise self.fail(fields["trustedIdentities"], f'{what}.trustedIdentities: "*" '
+                                                         "cannot be combined with x509.subject "
+                                                         "identities")
+        level: NotationLevel = (self.choice(fields["level"], f"{what}.level", NOTATION_LEVELS)
+                                if "level" in fields else "strict")
+        prints = tuple(
+            [f"ca:{certificate_fingerprint(c)}" for c in ca]
+            + [f"signingAuthority:{certificate_fingerprint(c)}" for c in signing_authority]
+            + [f"tsa:{certificate_fingerprint(c)}" for c in tsa]
+        )
+        return NotationAuthority(name, ca, signing_authority, tsa, prints, tuple(identities),
+                                 any_identity, level, self.loc(node))
+
+    def certificates(self, node: Node | None, what: str) -> tuple[x509.Certificate, ...]:
+        """A list of {file: PATH} (PEM or DER, relative to the policy file) or {pem: TEXT}."""
+        if node is None:
+            return ()
+        out: list[x509.Certificate] = []
+        for item in self.sequence(node, what):
+            entry = self.mapping(item, f"entry of {what}", ("file", "pem"))
+            if ("file" in entry) == ("pem" in entry):
+                raise self.fail(item, f"{what}: give exactly one of file or pem per entry")
+            if "pem" in entry:
+                source = entry["pem"]
+                data: bytes = self.string(source, f"{what} pem").encode()
+                label = f"{what} pem"
+            else:
+                source = entry["file"]
+                relative = self.string(source, f"{what} file")
+                path = self.base_dir / relative
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise self.fail(source, f"{what}: cannot read file {str(path)!r}: "
+                                            f"{exc.__class__.__name__}") from exc
+                label = f"{what} file {relative!r}"
+            try:
+                out.extend(load_certificates(data, label))
+            except VerificationError as exc:
+                raise self.fail(source, str(exc)) from exc
+        return tuple(out)
 
     def trusted_root(self, fields: Mapping[str, Node], name: str) -> str:
         if "trustedRoot" not in fields:
@@ -556,8 +720,18 @@ class _Parser:
                 raise self.fail(fields["sources"], "scan.sources must not be empty")
         if "attestors" in fields:
             attestors = self.authorities(fields["attestors"], f"rule {rule!r} scan")
+            for attestor, item in zip(attestors, self.sequence(fields["attestors"], "attestors"),
+                                      strict=True):
+                if isinstance(attestor, NotationAuthority):
+                    raise self.fail(item, f"rule {rule!r}: scan attestor {attestor.name!r} is a "
+                                          "notation authority; attestations are sigstore-signed "
+                                          "(use key or keyless)")
         else:
-            attestors = signatures.authorities if signatures is not None else ()
+            # notation authorities sign images, not in-toto attestations
+            attestors = tuple(
+                a for a in (signatures.authorities if signatures is not None else ())
+                if not isinstance(a, NotationAuthority)
+            )
         if "attestation" in sources and not attestors:
             raise self.fail(node, f"rule {rule!r}: scan source attestation needs attestors "
                                   "(this rule has `signatures: none`, so list scan.attestors)")
@@ -606,3 +780,22 @@ class _Parser:
                 self.string(fields["reason"], "scan.ignore.reason"),
             ))
         return tuple(out)
+
+
+def _is_self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _is_ca_or_self_signed(cert: x509.Certificate) -> bool:
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return True
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    return _is_self_signed(cert)

@@ -13,6 +13,7 @@ Docker Hub, where one-component names are in ``library/``.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -128,8 +129,19 @@ def validate_digest(digest: str) -> str:
 
 
 def parse_reference(text: str) -> ImageReference:
-    """Parse and normalise an image reference; raise InvalidReferenceError naming the problem."""
-    if not isinstance(text, str) or not text:
+    """Parse and normalise an image reference; raise InvalidReferenceError naming the problem.
+
+    Memoised (references are immutable values): every review of a rollout names the
+    same few images, and the warm path should not parse them again.
+    """
+    if not isinstance(text, str):
+        raise InvalidReferenceError("empty image reference")
+    return _parse_reference(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_reference(text: str) -> ImageReference:
+    if not text:
         raise InvalidReferenceError("empty image reference")
     if text != text.strip() or any(c.isspace() for c in text):
         raise InvalidReferenceError(f"invalid image reference {text!r}: contains whitespace")

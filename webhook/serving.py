@@ -1,32 +1,173 @@
-"""How ``sealgate serve`` runs uvicorn: capped request headers and a SIGTERM drain (SPEC §9).
+"""``sealgate serve``: uvicorn over TLS, one process or N workers on one port (SPEC §9).
 
-Two defects found with hostile clients (issue 11) live here:
-
-- Request headers were buffered without limit (httptools has no cap of its
-  own): one connection could hold hundreds of MiB. ``bounded_httptools``
-  answers 431 and closes once a request's headers pass
-  ``max_header_bytes`` or ``max_headers`` lines.
-- On SIGTERM, uvicorn waited for every connection to close, so an idle
-  keep-alive client kept the process alive and stalled rolling restarts.
-  ``DrainingServer`` turns ``/readyz`` not-ready at once, stops accepting,
-  lets requests in flight finish (answered and audited) within a bound, then
-  closes whatever connections are left and exits.
+With ``--workers N`` (``SEALGATE_WORKERS``) uvicorn's supervisor binds the port once
+and starts N worker processes that accept on it. Each worker builds its own app from
+the environment (``worker_app``), hot-reloads policies and the serving certificate,
+and appends audit lines with one ``O_APPEND`` write each under its own chain id.
+Counters go to prometheus-client's multiprocess files, so ``/metrics`` from any
+worker is the sum. SIGTERM drains every worker; SIGHUP is passed on to every worker
+(policy reload, audit log reopen) instead of uvicorn's restart of the workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import signal
 import socket
+import ssl
+import sys
+import tempfile
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import httptools
 import uvicorn
+from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
+
+from webhook.metrics import MULTIPROCESS_ENV
+from webhook.settings import Settings
+from webhook.tls import CertificateReloader
 
 log = logging.getLogger("sealgate")
+LOG_LEVEL_ENV = "SEALGATE_LOG_LEVEL"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry request
+    # httpcore's debug lines carry raw response headers, and a registry may echo a
+    # credential back in one (WWW-Authenticate error_description): never at any level
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+class SealgateConfig(uvicorn.Config):
+    """uvicorn's Config, which also keeps the serving certificate current.
+
+    ``load`` runs in the process that serves (each worker, with ``--workers``), after
+    the SSLContext exists: the reloader swaps renewed certificates into it there.
+    """
+
+    def __init__(self, app: Any, *, reload_interval: float, max_header_bytes: int = 64 * 1024,
+                 max_headers: int = 100, **kwargs: Any) -> None:
+        # request headers capped (431): httptools has no cap of its own (issue 11)
+        super().__init__(app, http=BoundedHttpToolsProtocol, **kwargs)
+        self.reload_interval = reload_interval
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.certificates: CertificateReloader | None = None
+
+    def load(self) -> None:
+        first = not self.loaded
+        super().load()
+        if first and self.ssl is not None:
+            self.ssl.minimum_version = ssl.TLSVersion.TLSv1_2  # never 1.0/1.1 (SPEC §9)
+        if first and self.ssl is not None and self.ssl_certfile and self.ssl_keyfile:
+            from pathlib import Path
+
+            self.certificates = CertificateReloader(
+                self.ssl, Path(str(self.ssl_certfile)), Path(str(self.ssl_keyfile)),
+                interval=self.reload_interval)
+            self.certificates.start()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["certificates"] = None  # a thread stays in the process that started it
+        return state
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, passing SIGHUP on to the workers.
+
+    uvicorn restarts every worker on SIGHUP; sealgate's SIGHUP means "reload the
+    policies and reopen the audit log" (log rotation), which each worker does itself.
+    """
+
+    def handle_hup(self) -> None:
+        log.info("SIGHUP: passing it to %d workers", len(self.processes))
+        for process in self.processes:
+            if process.pid is not None:
+                try:
+                    os.kill(process.pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    continue
+
+
+def worker_app() -> Starlette:
+    """The app of one worker process, from the environment ``serve`` prepared."""
+    from webhook.app import create_app
+
+    configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
+    return create_app(Settings.from_env())
+
+
+def serve(settings: Settings, *, log_level: str) -> int:
+    """Run the webhook until SIGTERM/SIGINT; the certificate pair must exist."""
+    from webhook.app import create_app
+    from webhook.reload import load_policies
+
+    assert settings.cert is not None and settings.key is not None
+    # Load once before binding (policies and the trust roots they name, as every reload
+    # does): a missing or broken policy directory is a start-up error.
+    policies = load_policies(settings.policies, generation=1)
+    configure_logging(log_level)
+    log.info("loaded %d policies from %s", len(policies.policies), settings.policies)
+    common: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "ssl_certfile": str(settings.cert),
+        "ssl_keyfile": str(settings.key), "log_level": log_level, "access_log": False,
+        "lifespan": "on", "reload_interval": settings.reload_interval,
+        "max_header_bytes": settings.max_header_bytes, "max_headers": settings.max_headers,
+    }
+    if settings.workers == 1:
+        app = create_app(settings, policies=policies)
+        config = SealgateConfig(app, **common)
+        try:
+            # SIGTERM: /readyz not-ready at once, requests in flight answered and audited
+            # (bounded by the deadline), idle keep-alive clients do not hold the exit
+            DrainingServer(config, on_drain=lambda: setattr(app.state, "draining", True),
+                           drain_timeout=settings.deadline + 2).run()
+        finally:
+            if config.certificates is not None:
+                config.certificates.stop()
+        return 0
+    return _serve_workers(settings, log_level, common)
+
+
+def _serve_workers(settings: Settings, log_level: str, common: dict[str, Any]) -> int:
+    # the workers read their settings from the environment: flags become variables
+    for variable, value in (
+        ("SEALGATE_HOST", settings.host), ("SEALGATE_PORT", settings.port),
+        ("SEALGATE_POLICIES", settings.policies), ("SEALGATE_CERT", settings.cert),
+        ("SEALGATE_KEY", settings.key), ("SEALGATE_AUDIT_LOG", settings.audit_log),
+        (LOG_LEVEL_ENV, log_level),
+    ):
+        if value is not None:
+            os.environ[variable] = str(value)
+    owned_dir = None
+    if not os.environ.get(MULTIPROCESS_ENV):
+        owned_dir = tempfile.mkdtemp(prefix="sealgate-metrics-")
+        os.environ[MULTIPROCESS_ENV] = owned_dir
+    # workers run uvicorn's own Server: bound its drain so an idle keep-alive client
+    # cannot hold a worker past the deadline
+    config = SealgateConfig("webhook.serving:worker_app", factory=True,
+                            workers=settings.workers,
+                            timeout_graceful_shutdown=int(settings.deadline) + 2, **common)
+    try:
+        sock = config.bind_socket()
+        log.info("serving on %s:%d with %d workers", settings.host, settings.port,
+                 settings.workers)
+        Supervisor(config, sockets=[sock]).run()
+    finally:
+        if owned_dir is not None:
+            shutil.rmtree(owned_dir, ignore_errors=True)
+    return 0
+
 
 _431 = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -39,14 +180,14 @@ class _TooManyHeaders(Exception):
     pass
 
 
-class _BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a cap on the bytes and lines of request headers."""
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a cap on the bytes and lines of request headers
+    (``max_header_bytes`` / ``max_headers`` of a SealgateConfig)."""
 
-    max_header_bytes = 64 * 1024
-    max_headers = 100
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.max_header_bytes: int = getattr(config, "max_header_bytes", 64 * 1024)
+        self.max_headers: int = getattr(config, "max_headers", 100)
         self._in_headers = True
         self._header_bytes = 0
         self._header_lines = 0
@@ -108,12 +249,6 @@ class _BoundedHttpTools(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_headers = True
-
-
-def bounded_httptools(max_header_bytes: int, max_headers: int) -> type[HttpToolsProtocol]:
-    """The protocol class for ``uvicorn.Config(http=...)`` with these caps."""
-    return type("BoundedHttpToolsProtocol", (_BoundedHttpTools,),
-                {"max_header_bytes": max_header_bytes, "max_headers": max_headers})
 
 
 class DrainingServer(uvicorn.Server):

@@ -37,6 +37,8 @@ class Settings:
     success_ttl: float = 600.0  # verified signatures, scan results
     failure_ttl: float = 30.0  # definitive failures (unsigned, tag unknown, no scan)
     reload_interval: float = 1.0  # policy directory polling; 0 disables hot reload
+    audit_key: Path | None = None  # file with the HMAC key of the audit chain (SPEC §9)
+    workers: int = 1  # processes serving one port (SPEC §9)
     # SPEC §9 hard limits: what one request can make sealgate do
     max_images: int = DEFAULT_MAX_IMAGES  # distinct images per request; over it: denied
     max_manifest_bytes: int = 4 * MIB
@@ -68,6 +70,7 @@ class Settings:
             ("key", "SEALGATE_KEY"),
             ("audit_log", "SEALGATE_AUDIT_LOG"),
             ("registry_auth", "SEALGATE_REGISTRY_AUTH"),
+            ("audit_key", "SEALGATE_AUDIT_KEY"),
         ):
             if (v := text(var)) is not None:
                 values[attr] = Path(v)
@@ -96,6 +99,11 @@ class Settings:
                 raise SettingsError(f"SEALGATE_CACHE_SIZE: not a whole number: {v!r}") from None
             if values["cache_size"] < 1:
                 raise SettingsError("SEALGATE_CACHE_SIZE: must be at least 1")
+        if (v := text("SEALGATE_WORKERS")) is not None:
+            try:
+                values["workers"] = int(v)
+            except ValueError:
+                raise SettingsError(f"SEALGATE_WORKERS: not a whole number: {v!r}") from None
         for attr, var in _COUNTS:
             if (v := text(var)) is not None:
                 values[attr] = _count(v, var)
@@ -116,7 +124,10 @@ class Settings:
             values["mutate"] = _bool(v, "SEALGATE_MUTATE")
         settings = cls(**values)
         flags = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **flags) if flags else settings
+        settings = replace(settings, **flags) if flags else settings
+        if settings.workers < 1:
+            raise SettingsError(f"SEALGATE_WORKERS: must be at least 1, not {settings.workers}")
+        return settings
 
     @property
     def registry_limits(self) -> RegistryLimits:

@@ -1,5 +1,11 @@
 """Signature verification: legacy cosign signatures with keys, Rekor SETs, trust roots."""
 
+from webhook.keys import (
+    PublicKey,
+    key_fingerprint,
+    load_public_key,
+    load_public_key_der,
+)
 from webhook.signatures.attestations import (
     COSIGN_CUSTOM_PREDICATE,
     COSIGN_VULN_PREDICATE,
@@ -31,15 +37,11 @@ from webhook.signatures.bundle import (
     verify_image_bundles,
 )
 from webhook.signatures.cosign import (
-    PublicKey,
     RekorEntry,
     RekorKey,
     SimpleSigningPayload,
     TlogMode,
     VerifiedSignature,
-    key_fingerprint,
-    load_public_key,
-    load_public_key_der,
     parse_simple_signing,
     verify_key_signature,
     verify_raw_signature,

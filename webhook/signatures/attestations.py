@@ -20,7 +20,7 @@ import base64
 import binascii
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,11 +30,13 @@ import anyio.to_thread
 from cryptography import x509
 
 from webhook.errors import RegistryError, VerificationError
+from webhook.keys import PublicKey
 from webhook.oci import (
     BUNDLE_PREDICATE_TYPE_ANNOTATION,
     COSIGN_BUNDLE_ANNOTATION,
     COSIGN_VULN_PREDICATE,
     DSSE_ENVELOPE,
+    Descriptor,
     SignatureLayer,
 )
 from webhook.references import ImageReference
@@ -55,7 +57,7 @@ from webhook.signatures.bundle import (
     verify_envelope_signatures,
     verify_inclusion_promise,
 )
-from webhook.signatures.cosign import PublicKey, RekorKey
+from webhook.signatures.cosign import RekorKey
 from webhook.signatures.keyless import check_certificate, layer_certificates
 from webhook.signatures.trust import load_trusted_root
 
@@ -280,9 +282,13 @@ class AttestationResults:
 
 
 async def fetch_attestations(
-    registry: RegistryClient, ref: ImageReference, image_digest: str
+    registry: RegistryClient, ref: ImageReference, image_digest: str, *,
+    list_referrers: Callable[[], Awaitable[Sequence[Descriptor]]] | None = None,
 ) -> AttachedAttestations:
-    """Legacy ``.att`` layers and bundle referrers of an image (RegistryError on failure)."""
+    """Legacy ``.att`` layers and bundle referrers of an image (RegistryError on failure).
+
+    ``list_referrers``: how to list the image's referrers when the caller shares one listing
+    between signatures and attestations."""
     layers: list[SignatureLayer] = []
     bundles: list[FetchedBundle] = []
     errors: list[RegistryError] = []
@@ -295,7 +301,8 @@ async def fetch_attestations(
 
     async def referrers() -> None:
         try:
-            found = await fetch_bundles(registry, ref, image_digest)
+            listed = await list_referrers() if list_referrers is not None else None
+            found = await fetch_bundles(registry, ref, image_digest, referrers=listed)
         except RegistryError as exc:
             errors.append(exc)
             return

@@ -12,8 +12,10 @@ image as an OCI referrer (``webhook.registry.RegistryClient.referrers``).
 - Key-signed bundles (``publicKey`` material) are ours: sigstore-python does not do
   them (SPEC §8). DSSE PAE signature with the key, then the Rekor entry per the
   authority's tlog mode: SET over the RFC 8785 canonical entry, inclusion proof
-  and signed checkpoint, and a ``dsse`` 0.0.1 body that records this payload,
-  signature and key.
+  and signed checkpoint (transparency.py, not sigstore-python's private modules),
+  and a body that records this payload, signature and key (``dsse`` 0.0.1, or Rekor
+  v2's ``hashedrekord``/``dsse`` 0.0.2); RFC 3161 timestamps against the trusted
+  root's timestamp authorities (timestamp.py, with ``rfc3161-client``).
 - Then what sigstore-python leaves to the caller: the statement is in-toto v0.1/v1,
   one of its subjects is the admitted image digest, and (for image signatures) the
   predicate type is cosign's image-signature type.
@@ -42,15 +44,11 @@ import anyio.to_thread
 import pydantic
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from sigstore._internal.merkle import verify_merkle_inclusion
-from sigstore._internal.rekor.checkpoint import verify_checkpoint
-from sigstore._internal.trust import KeyringPurpose
+from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 from sigstore.errors import CertValidationError
 from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError as SigstoreVerificationError
 from sigstore.models import Bundle as SigstoreBundle
-from sigstore.models import TransparencyLogEntry as SigstoreLogEntry
 from sigstore.models import TrustedRoot as SigstoreTrustedRoot
 from sigstore.verify import Verifier
 from sigstore_models.bundle.v1 import Bundle as BundleModel
@@ -62,6 +60,8 @@ from webhook.errors import (
     RegistryError,
     VerificationError,
 )
+from webhook.identity import Identity
+from webhook.keys import PublicKey, check_public_key, public_key_der
 from webhook.oci import (
     BUNDLE_PREDICATE_TYPE_ANNOTATION,
     IN_TOTO_PAYLOAD_TYPE,
@@ -71,19 +71,18 @@ from webhook.oci import (
 from webhook.references import ImageReference
 from webhook.registry import NoBundleLayerError, RegistryClient
 from webhook.signatures.cosign import (
-    PublicKey,
     RekorKey,
     TlogMode,
-    check_public_key,
-    public_key_der,
     reject_duplicate_keys,
     verify_raw_signature,
     verify_signed_entry_timestamp,
 )
-from webhook.signatures.identity import Identity
 from webhook.signatures.keyless import check_identity
+from webhook.signatures.timestamp import Timestamp, verify_timestamp_response
+from webhook.signatures.transparency import verify_checkpoint, verify_inclusion_proof
 from webhook.signatures.trust import (
     EMBEDDED_ROOTS,
+    CertificateAuthority,
     TrustedRootError,
     TrustedRootMaterial,
     load_trusted_root,
@@ -141,7 +140,8 @@ class VerifiedStatement:
     """A statement whose signature, signer and subject verified for the admitted digest.
 
     ``integrated_time``: when Rekor logged it (Unix seconds), if a transparency-log
-    entry was verified with a signed timestamp; None otherwise.
+    entry was verified with a signed timestamp, else the earliest verified RFC 3161
+    timestamp (key-signed bundles); None otherwise.
     """
 
     predicate_type: str
@@ -499,18 +499,26 @@ def _verify_keyed(
             raise VerificationError(
                 "transparency log entry required, but the bundle has no Rekor entry"
             )
-        if entries:
-            root = load_trusted_root(trust.trusted_root)
-            for entry in entries:
-                check_entry_body(
-                    entry.canonicalized_body,
-                    payload=envelope.payload,
-                    signature=signature,
-                    signer=trust.key,
-                )
-                time = _verify_log_entry(entry, root, trust.trusted_root)
-                if time is not None:
-                    integrated_time = time
+        data = material.timestamp_verification_data
+        responses = [t.signed_timestamp for t in data.rfc3161_timestamps] if data else []
+        root = load_trusted_root(trust.trusted_root) if entries or responses else None
+        for entry in entries:
+            assert root is not None
+            check_entry_body(
+                entry.canonicalized_body,
+                payload=envelope.payload,
+                signature=signature,
+                signer=trust.key,
+                signed=signed,
+            )
+            time = _verify_log_entry(entry, root)
+            if time is not None:
+                integrated_time = time
+        # RFC 3161 timestamps (what Rekor v2 entries, which have no SET, rely on for time)
+        if responses and root is not None:
+            times = verify_rfc3161_timestamps(responses, signature, root.timestamp_authorities)
+            if integrated_time is None:
+                integrated_time = int(min(t.time for t in times).timestamp())
     statement = parse_statement(envelope.payload_type, envelope.payload)
     return check_statement(
         statement,
@@ -518,6 +526,48 @@ def _verify_keyed(
         predicate_type=predicate_type,
         integrated_time=integrated_time,
     )
+
+
+MAX_TIMESTAMPS = 32
+
+
+def verify_rfc3161_timestamps(
+    responses: Sequence[bytes], signature: bytes,
+    authorities: Sequence[CertificateAuthority],
+) -> list[Timestamp]:
+    """Every RFC 3161 timestamp over ``signature`` must verify against one of the trusted
+    root's timestamp authorities, inside that authority's validity window (a present but
+    invalid timestamp fails the bundle, like a present but invalid Rekor entry)."""
+    if len(responses) > MAX_TIMESTAMPS:
+        raise VerificationError(f"bundle has {len(responses)} timestamps, at most "
+                                f"{MAX_TIMESTAMPS} are read")
+    if not authorities:
+        raise VerificationError(
+            "bundle has RFC 3161 timestamps, but the trusted root has no timestamp authorities"
+        )
+    verified: list[Timestamp] = []
+    for number, response in enumerate(responses, 1):
+        problems: list[str] = []
+        for authority in authorities:
+            chain = authority.certificates
+            try:
+                timestamp = verify_timestamp_response(response, signature, chain[-1:],
+                                                      intermediates=chain[:-1])
+            except VerificationError as exc:
+                problems.append(str(exc))
+                continue
+            if (authority.valid_from is not None and timestamp.time < authority.valid_from) or (
+                authority.valid_until is not None and timestamp.time > authority.valid_until
+            ):
+                problems.append("the timestamp authority was not valid at the timestamp")
+                continue
+            verified.append(timestamp)
+            break
+        else:
+            raise VerificationError(
+                f"RFC 3161 timestamp {number}: " + "; ".join(dict.fromkeys(problems))
+            )
+    return verified
 
 
 def verify_envelope_signatures(
@@ -539,7 +589,7 @@ def verify_envelope_signatures(
 
 
 def _verify_log_entry(
-    entry: LogEntryModel, root: TrustedRootMaterial, root_name: str
+    entry: LogEntryModel, root: TrustedRootMaterial
 ) -> int | None:
     """SET (if any) with a Rekor key valid at integratedTime; inclusion proof + checkpoint.
 
@@ -560,17 +610,13 @@ def _verify_log_entry(
         raise VerificationError(
             "Rekor entry has neither a signed entry timestamp nor a checkpointed inclusion proof"
         )
-    if entry.inclusion_proof.checkpoint is not None:
-        try:
-            wrapped = SigstoreLogEntry(entry)
-            verify_merkle_inclusion(wrapped)
-            verify_checkpoint(
-                sigstore_trusted_root(root_name).rekor_keyring(KeyringPurpose.VERIFY), wrapped
-            )
-        except SigstoreError as exc:
-            raise VerificationError(f"Rekor inclusion proof: {_sigstore_message(exc)}") from None
-        except (ValueError, TypeError, IndexError, binascii.Error) as exc:
-            raise VerificationError(f"Rekor inclusion proof is malformed: {exc}") from None
+    proof = entry.inclusion_proof
+    if proof.checkpoint is not None:
+        verify_inclusion_proof(entry.canonicalized_body, log_index=proof.log_index,
+                               tree_size=proof.tree_size, hashes=proof.hashes,
+                               root=proof.root_hash)
+        verify_checkpoint(proof.checkpoint.envelope, tree_size=proof.tree_size,
+                          root=proof.root_hash, rekor_keys=root.rekor_keys)
     return integrated_time
 
 
@@ -599,11 +645,13 @@ def verify_inclusion_promise(
 
 
 def check_entry_body(
-    body: bytes, *, payload: bytes, signature: bytes, signer: PublicKey | x509.Certificate
+    body: bytes, *, payload: bytes, signature: bytes, signer: PublicKey | x509.Certificate,
+    signed: bytes | None = None,
 ) -> None:
     """A Rekor entry body must record this DSSE payload, signature and signer.
 
-    Kinds: ``dsse`` 0.0.1 (cosign v3 bundles),
+    Kinds: Rekor v2's ``hashedrekord`` 0.0.2 (the DSSE PAE ``signed`` hashed) and
+    ``dsse`` 0.0.2, ``dsse`` 0.0.1 (cosign v3 bundles),
     ``intoto`` 0.0.2 (signature double base64) and 0.0.1 (no signature recorded:
     payload hash and key only) as legacy ``cosign attest`` wrote them.
     """
@@ -615,6 +663,10 @@ def check_entry_body(
         raise VerificationError("Rekor entry body has no spec object")
     kind, version, spec = document.get("kind"), document.get("apiVersion"), document["spec"]
     payload_hash = hashlib.sha256(payload).hexdigest()
+    if version == "0.0.2" and kind in ("hashedrekord", "dsse"):
+        _check_v2_body(kind, spec, payload=payload, signature=signature, signer=signer,
+                       signed=signed)
+        return
     if (kind, version) == ("dsse", "0.0.1"):
         _check_hash(spec.get("payloadHash"), payload_hash, "spec.payloadHash")
         recorded = spec.get("signatures")
@@ -652,6 +704,66 @@ def check_entry_body(
         raise VerificationError("Rekor entry is for another signature: its signatures differ")
     if not any(_same_signer(verifier, signer) for verifier in matching):
         raise VerificationError("Rekor entry is for another signer: its verifier differs")
+
+
+def _check_v2_body(
+    kind: str, spec: Mapping[str, Any], *, payload: bytes, signature: bytes,
+    signer: PublicKey | x509.Certificate, signed: bytes | None,
+) -> None:
+    """Rekor v2 bodies (rekor-tiles): hashes and keys are base64, verifiers are DER."""
+    if kind == "hashedrekord":
+        inner = _object(spec.get("hashedRekordV002"), "spec.hashedRekordV002")
+        if signed is None:
+            raise VerificationError("Rekor hashedrekord 0.0.2 entry for a non-DSSE signature")
+        data = _object(inner.get("data"), "spec.hashedRekordV002.data")
+        _check_v2_hash(data, signed, "spec.hashedRekordV002.data")
+        recorded = [_object(inner.get("signature"), "spec.hashedRekordV002.signature")]
+    else:
+        inner = _object(spec.get("dsseV002"), "spec.dsseV002")
+        _check_v2_hash(_object(inner.get("payloadHash"), "spec.dsseV002.payloadHash"), payload,
+                       "spec.dsseV002.payloadHash")
+        items = inner.get("signatures")
+        recorded = [_object(i, "spec.dsseV002.signatures[]")
+                    for i in (items if isinstance(items, list) else [])]
+    what = "Rekor v2 entry signature.content"
+    matching = [item for item in recorded
+                if isinstance(item.get("content"), str)
+                and _b64(item["content"], what) == signature]
+    if not matching:
+        raise VerificationError("Rekor entry is for another signature: its signatures differ")
+    for item in matching:
+        verifier = _object(item.get("verifier"), "Rekor v2 entry signature.verifier")
+        for field_name in ("publicKey", "x509Certificate"):
+            raw = verifier.get(field_name)
+            if isinstance(raw, dict) and isinstance(raw.get("rawBytes"), str):
+                der = _b64(raw["rawBytes"], f"verifier.{field_name}.rawBytes")
+                if _same_der_signer(der, field_name, signer):
+                    return
+    raise VerificationError("Rekor entry is for another signer: its verifier differs")
+
+
+def _check_v2_hash(data: Mapping[str, Any], content: bytes, what: str) -> None:
+    if data.get("algorithm") != "SHA2_256":
+        raise VerificationError(f"Rekor entry {what} hashes with {data.get('algorithm')!r}, "
+                                "not SHA2_256")
+    digest = data.get("digest")
+    if not isinstance(digest, str) or _b64(digest, f"{what}.digest") != hashlib.sha256(
+        content
+    ).digest():
+        raise VerificationError(f"Rekor entry is for another payload: {what} differs")
+
+
+def _same_der_signer(der: bytes, field_name: str, signer: PublicKey | x509.Certificate) -> bool:
+    try:
+        if field_name == "x509Certificate":
+            return isinstance(signer, x509.Certificate) and x509.load_der_x509_certificate(
+                der) == signer
+        if isinstance(signer, x509.Certificate):
+            return False
+        return public_key_der(check_public_key(load_der_public_key(der))) == public_key_der(
+            signer)
+    except (ValueError, UnsupportedAlgorithm, VerificationError):
+        return False
 
 
 def _object(value: Any, what: str) -> Mapping[str, Any]:
@@ -710,14 +822,20 @@ async def fetch_bundles(
     image_digest: str,
     *,
     predicate_type: str | None = None,
+    referrers: Sequence[Descriptor] | None = None,
 ) -> list[FetchedBundle]:
     """Bundle referrers of an image, fetched (manifest + layer, each verified by digest).
 
     ``predicate_type`` skips referrers whose ``dev.sigstore.bundle.predicateType``
     annotation names another type (an unauthenticated hint: it only saves fetches;
-    the statement inside is what is checked). RegistryError when the registry fails.
+    the statement inside is what is checked). ``referrers``: the image's referrers list
+    when the caller has it already (one listing serves signatures and attestations).
+    RegistryError when the registry fails.
     """
-    descriptors = await registry.referrers(ref, image_digest, artifact_type=SIGSTORE_BUNDLE_V03)
+    if referrers is None:
+        referrers = await registry.referrers(ref, image_digest,
+                                             artifact_type=SIGSTORE_BUNDLE_V03)
+    descriptors = [item for item in referrers if item.artifact_type == SIGSTORE_BUNDLE_V03]
     wanted = [
         descriptor for descriptor in descriptors
         if predicate_type is None

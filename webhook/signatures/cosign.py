@@ -22,9 +22,16 @@ import rfc8785
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from webhook.errors import InvalidReferenceError, VerificationError
+from webhook.keys import (
+    ECDSA_HASHES,
+    PublicKey,
+    check_public_key,
+    key_fingerprint,
+    public_key_der,
+)
 from webhook.oci import (
     COSIGN_BUNDLE_ANNOTATION,
     COSIGN_SIGNATURE_ANNOTATION,
@@ -34,82 +41,12 @@ from webhook.oci import (
 from webhook.patterns import ImagePattern
 from webhook.references import parse_reference
 
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
-"""Key types cosign signs with: ECDSA P-256/P-384, RSA >= 2048 bits, Ed25519."""
-
 TlogMode = Literal["required", "optional", "off"]
 
 SIMPLE_SIGNING_TYPE = "cosign container image signature"
-MIN_RSA_BITS = 2048
-# cosign's hash per curve (sigstore/sigstore signature.LoadVerifier defaults).
-_ECDSA_HASHES: Mapping[str, type[hashes.HashAlgorithm]] = {
-    "secp256r1": hashes.SHA256,
-    "secp384r1": hashes.SHA384,
-}
 
 
 # --------------------------------------------------------------------------- keys
-
-
-def load_public_key(pem: bytes | str) -> PublicKey:
-    """Load a PEM SubjectPublicKeyInfo; VerificationError for keys cosign would not sign with.
-
-    Accepted: ECDSA P-256 and P-384, RSA of at least 2048 bits, Ed25519.
-    """
-    data = pem.encode() if isinstance(pem, str) else pem
-    if b"-----BEGIN PUBLIC KEY-----" not in data:
-        raise VerificationError(
-            "not a PEM public key: expected a '-----BEGIN PUBLIC KEY-----' block"
-        )
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise VerificationError(f"unreadable PEM public key: {exc}") from exc
-    return check_public_key(key)
-
-
-def load_public_key_der(der: bytes) -> PublicKey:
-    """Load a DER SubjectPublicKeyInfo (trusted_root.json form), with load_public_key's rules."""
-    try:
-        key = serialization.load_der_public_key(der)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise VerificationError(f"unreadable DER public key: {exc}") from exc
-    return check_public_key(key)
-
-
-def check_public_key(key: object) -> PublicKey:
-    """Return ``key`` if it is a supported signing key, else raise VerificationError naming it."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in _ECDSA_HASHES:
-            raise VerificationError(
-                f"unsupported ECDSA curve {key.curve.name}: "
-                "use P-256 (secp256r1) or P-384 (secp384r1)"
-            )
-        return key
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise VerificationError(
-                f"RSA key of {key.key_size} bits is too small: "
-                f"at least {MIN_RSA_BITS} bits required"
-            )
-        return key
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return key
-    raise VerificationError(
-        f"unsupported public key type {type(key).__name__}: use ECDSA P-256/P-384, RSA or Ed25519"
-    )
-
-
-def public_key_der(key: PublicKey) -> bytes:
-    """DER SubjectPublicKeyInfo: the canonical bytes keys are compared and fingerprinted by."""
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def key_fingerprint(key: PublicKey) -> str:
-    """Hex sha256 of the DER SPKI (a Rekor logID is this fingerprint of the log's key)."""
-    return hashlib.sha256(public_key_der(key)).hexdigest()
 
 
 def _short(key: PublicKey) -> str:
@@ -124,7 +61,7 @@ def verify_raw_signature(key: PublicKey, signature: bytes, payload: bytes) -> No
     """
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
-            hash_type = _ECDSA_HASHES.get(key.curve.name)
+            hash_type = ECDSA_HASHES.get(key.curve.name)
             if hash_type is None:
                 raise VerificationError(f"unsupported ECDSA curve {key.curve.name}")
             key.verify(signature, payload, ec.ECDSA(hash_type()))

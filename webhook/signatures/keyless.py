@@ -33,6 +33,8 @@ from cryptography.x509.verification import (
 )
 
 from webhook.errors import VerificationError
+from webhook.identity import CLAIM_OIDS, RAW_STRING_CLAIMS, Identity, claim_oid
+from webhook.keys import PublicKey, check_public_key
 from webhook.oci import (
     COSIGN_BUNDLE_ANNOTATION,
     COSIGN_CERTIFICATE_ANNOTATION,
@@ -41,15 +43,12 @@ from webhook.oci import (
 )
 from webhook.patterns import ImagePattern
 from webhook.signatures.cosign import (
-    PublicKey,
     VerifiedSignature,
-    check_public_key,
     check_signed_claim,
     layer_signature,
     verify_raw_signature,
     verify_rekor_bundle,
 )
-from webhook.signatures.identity import Identity
 from webhook.signatures.trust import CTLogKey, TrustedRootMaterial
 
 # Fulcio certificate extensions (sigstore/fulcio docs/oid-info.md).
@@ -337,6 +336,34 @@ def certificate_issuer(leaf: x509.Certificate) -> str | None:
     return None
 
 
+def certificate_claim(leaf: x509.Certificate, name: str) -> str | None:
+    """The value of a Fulcio claim extension by its SPEC §9 name; None when absent.
+
+    1.3.6.1.4.1.57264.1.1-1.6 hold the raw UTF-8 string, 1.8 and later a DER UTF8String.
+    """
+    number = CLAIM_OIDS[name]
+    oid = x509.ObjectIdentifier(claim_oid(name))
+    raw = _unrecognized_value(leaf, oid)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8") if number in RAW_STRING_CLAIMS else _der_utf8string(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VerificationError(
+            f"claim {name} (extension {oid.dotted_string}) is malformed: {exc}"
+        ) from None
+
+
+def check_claims(leaf: x509.Certificate, identity: Identity) -> None:
+    """The leaf's Fulcio claims must satisfy ``identity.claims`` / ``claims_regexp``."""
+    names = {name for name, _ in identity.claims + identity.claims_regexp}
+    if not names:
+        return
+    problems = identity.claim_problems({name: certificate_claim(leaf, name) for name in names})
+    if problems:
+        raise VerificationError("claims mismatch: " + "; ".join(problems))
+
+
 def certificate_subjects(leaf: x509.Certificate) -> tuple[str, ...]:
     """The identities in the leaf's SAN: e-mail addresses, URIs and Fulcio usernames
     (otherName 1.3.6.1.4.1.57264.1.7) — the values cosign matches ``subject`` against."""
@@ -382,6 +409,7 @@ def check_identity(leaf: x509.Certificate, identity: Identity) -> str:
         )
     for subject in subjects:
         if identity.subject_matches(subject):
+            check_claims(leaf, identity)
             return subject
     wanted = identity.subject if identity.subject is not None else f"/{identity.subject_regexp}/"
     raise VerificationError(

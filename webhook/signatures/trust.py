@@ -25,7 +25,8 @@ from sigstore_models.trustroot.v1 import TransparencyLogInstance
 from sigstore_models.trustroot.v1 import TrustedRoot as _TrustedRootModel
 
 from webhook.errors import SealgateError, VerificationError
-from webhook.signatures.cosign import PublicKey, RekorKey, load_public_key_der
+from webhook.keys import PublicKey, load_public_key_der
+from webhook.signatures.cosign import RekorKey
 
 log = logging.getLogger(__name__)
 

@@ -212,3 +212,22 @@ roll on certificate changes only (SPEC §8) -- never on policy edits, which are 
       resources: ["jobs", "cronjobs"]
       scope: Namespaced
 {{- end }}
+
+{{/*
+Worker processes: config.workers, else whole CPUs of resources.limits.cpu ("1", "2",
+"1500m" -> 1), at least 1. One worker per core uses the CPU limit without contention.
+*/}}
+{{- define "sealgate.workers" -}}
+{{- if .Values.config.workers -}}
+{{- .Values.config.workers -}}
+{{- else -}}
+{{- $cpu := toString (dig "limits" "cpu" "1" (.Values.resources | default dict)) -}}
+{{- $workers := 1 -}}
+{{- if hasSuffix "m" $cpu -}}
+{{- $workers = div (atoi (trimSuffix "m" $cpu)) 1000 -}}
+{{- else -}}
+{{- $workers = int (floor (float64 $cpu)) -}}
+{{- end -}}
+{{- max 1 $workers -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,182 @@
+"""`sealgate serve --workers 2` over real HTTPS: one port, whole audit lines, summed metrics,
+SIGHUP to every worker, SIGTERM drains them all (SPEC §9 "Serving")."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.admission_helpers import pod_review, signed_image
+from tests.registry_server import RegistryServer
+from tests.signing import public_pem
+from tests.test_e2e import free_port
+from webhook.auditchain import read_log_lines, verify_lines
+from webhook.certs import generate_certificates
+
+
+@dataclass
+class Workers:
+    url: str
+    trust: ssl.SSLContext
+    audit_log: Path
+    policies: Path
+    process: subprocess.Popen[bytes]
+    image: str
+
+    def post(self, body: dict[str, Any]) -> httpx.Response:
+        # a connection per request, so the kernel spreads them over the workers
+        with httpx.Client(verify=self.trust, timeout=15) as client:
+            return client.post(f"{self.url}/validate", json=body)
+
+    def many(self, count: int, image: str | None = None) -> list[httpx.Response]:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda _: self.post(pod_review(image or self.image)),
+                                 range(count)))
+
+    def chains(self) -> set[str]:
+        return {json.loads(line)["chain"] for line in self.audit_log.read_text().splitlines()}
+
+
+POLICY = """\
+apiVersion: sealgate.dev/v1alpha1
+kind: ImagePolicy
+metadata: {{name: workers}}
+spec:
+  namespaces: {{match: ["prod"]}}
+  mode: {mode}
+  rules:
+    - name: local
+      images: ["{host}/**"]
+      signatures:
+        authorities:
+          - name: key
+            key:
+              tlog: "off"
+              publicKey: |
+{pem}
+"""
+
+
+@pytest.fixture
+def workers(tmp_path: Path, registry: RegistryServer) -> Iterator[Workers]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = signed_image(registry, key, "team/app")
+    assert digest
+    certs = tmp_path / "certs"
+    generate_certificates(certs, service="sealgate", namespace="sealgate")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    pem = textwrap.indent(public_pem(key).decode(), " " * 16)
+    (policies / "p.yaml").write_text(POLICY.format(mode="enforce", host=registry.host, pem=pem))
+    (tmp_path / "pem").write_text(pem)
+    port = free_port()
+    audit = tmp_path / "audit.log"
+    env = {**os.environ, "SEALGATE_INSECURE_REGISTRIES": registry.host,
+           "SEALGATE_AUDIT_LOG": str(audit), "SEALGATE_RELOAD_INTERVAL": "0.2"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    errors = (tmp_path / "serve.err").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--policies", str(policies), "--cert", str(certs / "tls.crt"),
+         "--key", str(certs / "tls.key"), "--workers", "2", "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=errors,
+    )
+    url = f"https://127.0.0.1:{port}"
+    trust = ssl.create_default_context(cafile=certs / "ca.crt")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"serve exited: {(tmp_path / 'serve.err').read_text()}")
+            try:
+                if httpx.get(f"{url}/readyz", verify=trust, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("serve --workers 2 did not become ready in 30 s")
+            time.sleep(0.1)
+        yield Workers(url, trust, audit, policies, process, f"{registry.host}/team/app:v1")
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        errors.close()
+
+
+def spread(workers: Workers, minimum: int = 60, limit: int = 600) -> list[httpx.Response]:
+    """Requests until both workers have answered some (the kernel decides who accepts)."""
+    answers: list[httpx.Response] = []
+    while len(answers) < minimum or (len(workers.chains()) < 2 and len(answers) < limit):
+        answers += workers.many(20)
+    return answers
+
+
+def test_two_workers_share_the_port_the_log_and_the_metrics(workers: Workers) -> None:
+    answers = spread(workers)
+    assert all(a.status_code == 200 and a.json()["response"]["allowed"] for a in answers)
+    assert len(workers.chains()) == 2, "both workers answered and each keeps its own chain"
+    lines = workers.audit_log.read_bytes().splitlines()
+    assert len(lines) == len(answers)  # one whole line per answer, none torn or interleaved
+    assert verify_lines(read_log_lines([workers.audit_log])).intact
+    metrics = ""
+    for _ in range(4):  # whichever worker answers /metrics reports the sum over both
+        with httpx.Client(verify=workers.trust, timeout=10) as client:
+            metrics = client.get(f"{workers.url}/metrics").text
+        total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                    if line.startswith("sealgate_admission_requests_total{"))
+        assert total == len(answers)
+    assert metrics.count("sealgate_audit_last_seq{") == 2
+
+
+def test_each_worker_applies_a_policy_edit_and_sighup_reopens_every_audit_file(
+    workers: Workers, tmp_path: Path
+) -> None:
+    spread(workers)
+    rotated = workers.audit_log.with_suffix(".log.1")
+    workers.audit_log.rename(rotated)
+    (workers.policies / "p.yaml").write_text(
+        (workers.policies / "p.yaml").read_text().replace("mode: enforce", "mode: warn"))
+    workers.process.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    unsigned = workers.image.replace("team/app:v1", "team/unsigned:v1")
+    answers = spread(workers)
+    answers += workers.many(20, image=unsigned)
+    # every worker writes to the new file, and every worker has the edit (warn: allowed)
+    assert workers.audit_log.exists() and len(workers.chains()) == 2
+    warned = [a for a in answers[-20:]]
+    assert all(a.json()["response"]["allowed"] for a in warned)
+    assert all(a.json()["response"].get("warnings") for a in warned)
+    # the chains continue from the rotated file into the new one
+    assert verify_lines(read_log_lines([rotated, workers.audit_log])).intact
+
+
+def test_sigterm_drains_every_worker(workers: Workers) -> None:
+    spread(workers, minimum=20)
+    children = [int(pid) for pid in Path(f"/proc/{workers.process.pid}/task/"
+                                         f"{workers.process.pid}/children").read_text().split()]
+    assert len(children) >= 2
+    workers.process.send_signal(signal.SIGTERM)
+    assert workers.process.wait(timeout=20) == 0
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or \
+            "zombie" in Path(f"/proc/{pid}/status").read_text()
