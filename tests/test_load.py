@@ -240,6 +240,8 @@ async def test_five_floods_of_five_thousand_images_are_denied_with_bounded_memor
     elapsed = time.perf_counter() - started
     after = rss_bytes(served.process.pid)
     _check_no_loss(result, served.audit_log, 5)
+    print(f"\nfive 5,000-image floods: {elapsed:.2f}s, RSS {before / MIB:.0f} -> "
+          f"{after / MIB:.0f} MiB")
     for answer in result.answers.values():
         assert answer["allowed"] is False
         assert "over the limit of 200 (SEALGATE_MAX_IMAGES)" in answer["status"]["message"]
