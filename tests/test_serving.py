@@ -77,6 +77,27 @@ def test_sigterm_with_an_idle_keep_alive_client_exits_promptly(served: Served) -
         assert time.monotonic() - started < 5
 
 
+def test_sigterm_with_idle_keep_alive_clients_exits_promptly_with_workers(
+    tmp_path: Path, slow_registry: FaultRegistry
+) -> None:
+    served = start_served(tmp_path, _policies(tmp_path, slow_registry.host),
+                          {"SEALGATE_INSECURE_REGISTRIES": slow_registry.host,
+                           "SEALGATE_WORKERS": "2"})
+    clients = [httpx.Client(verify=served.context()) for _ in range(6)]
+    try:
+        for client in clients:  # connections spread over both workers, then left idle
+            assert client.get(f"{served.url}/healthz").status_code == 200
+        started = time.monotonic()
+        assert served.terminate(timeout=15) in CLEAN_EXIT
+        assert time.monotonic() - started < 6
+    finally:
+        for client in clients:
+            client.close()
+        if served.process.poll() is None:
+            served.process.kill()
+            served.process.wait()
+
+
 def test_sigterm_answers_and_audits_requests_in_flight_then_exits(
     served: Served, slow_registry: FaultRegistry
 ) -> None:

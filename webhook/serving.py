@@ -28,7 +28,7 @@ import httptools
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
 
 from webhook.metrics import MULTIPROCESS_ENV
 from webhook.settings import Settings
@@ -55,12 +55,13 @@ class SealgateConfig(uvicorn.Config):
     """
 
     def __init__(self, app: Any, *, reload_interval: float, max_header_bytes: int = 64 * 1024,
-                 max_headers: int = 100, **kwargs: Any) -> None:
+                 max_headers: int = 100, drain_timeout: float = 10.0, **kwargs: Any) -> None:
         # request headers capped (431): httptools has no cap of its own (issue 11)
         super().__init__(app, http=BoundedHttpToolsProtocol, **kwargs)
         self.reload_interval = reload_interval
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
+        self.drain_timeout = drain_timeout  # SIGTERM: how long requests in flight may take
         self.certificates: CertificateReloader | None = None
 
     def load(self) -> None:
@@ -104,7 +105,29 @@ def worker_app() -> Starlette:
     from webhook.app import create_app
 
     configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    _worker_apps.append(app)  # one per worker process: its DrainingServer marks it draining
+    return app
+
+
+_worker_apps: list[Starlette] = []
+
+
+def _drain_worker_apps() -> None:
+    for app in _worker_apps:
+        app.state.draining = True
+
+
+class DrainingProcess(multiprocess.Process):
+    """uvicorn's worker process, running a DrainingServer (bounded drain on SIGTERM)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            timeout = getattr(self.config, "drain_timeout", 10.0)
+            self._server = DrainingServer(self.config, on_drain=_drain_worker_apps,
+                                          drain_timeout=timeout)
+        return self._server
 
 
 def serve(settings: Settings, *, log_level: str) -> int:
@@ -123,6 +146,7 @@ def serve(settings: Settings, *, log_level: str) -> int:
         "ssl_keyfile": str(settings.key), "log_level": log_level, "access_log": False,
         "lifespan": "on", "reload_interval": settings.reload_interval,
         "max_header_bytes": settings.max_header_bytes, "max_headers": settings.max_headers,
+        "drain_timeout": settings.deadline + 2,
     }
     if settings.workers == 1:
         app = create_app(settings, policies=policies)
@@ -131,7 +155,7 @@ def serve(settings: Settings, *, log_level: str) -> int:
             # SIGTERM: /readyz not-ready at once, requests in flight answered and audited
             # (bounded by the deadline), idle keep-alive clients do not hold the exit
             DrainingServer(config, on_drain=lambda: setattr(app.state, "draining", True),
-                           drain_timeout=settings.deadline + 2).run()
+                           drain_timeout=config.drain_timeout).run()
         finally:
             if config.certificates is not None:
                 config.certificates.stop()
@@ -153,11 +177,12 @@ def _serve_workers(settings: Settings, log_level: str, common: dict[str, Any]) -
     if not os.environ.get(MULTIPROCESS_ENV):
         owned_dir = tempfile.mkdtemp(prefix="sealgate-metrics-")
         os.environ[MULTIPROCESS_ENV] = owned_dir
-    # workers run uvicorn's own Server: bound its drain so an idle keep-alive client
-    # cannot hold a worker past the deadline
     config = SealgateConfig("webhook.serving:worker_app", factory=True,
-                            workers=settings.workers,
-                            timeout_graceful_shutdown=int(settings.deadline) + 2, **common)
+                            workers=settings.workers, **common)
+    # uvicorn's supervisor builds its worker processes by this module-level name; ours
+    # run a DrainingServer, as the single-process mode does (issue 11: SIGTERM exits even
+    # with idle keep-alive clients, /readyz not-ready at once)
+    multiprocess.Process = DrainingProcess  # type: ignore[misc]
     try:
         sock = config.bind_socket()
         log.info("serving on %s:%d with %d workers", settings.host, settings.port,
