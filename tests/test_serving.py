@@ -192,6 +192,38 @@ def test_too_many_request_header_lines_get_431(served: Served) -> None:
     sock.close()
 
 
+def test_a_request_trickled_byte_by_byte_gets_408_at_the_deadline(
+    tmp_path: Path, slow_registry: FaultRegistry
+) -> None:
+    # slowloris: headers (then a body) one byte at a time must not hold a connection
+    served = start_served(tmp_path, _policies(tmp_path, slow_registry.host),
+                          {"SEALGATE_INSECURE_REGISTRIES": slow_registry.host,
+                           "SEALGATE_DEADLINE": "2s"})
+    try:
+        sock = _tls_socket(served)
+        started = time.monotonic()
+        sock.settimeout(0.3)
+        answer = b""
+        try:
+            for byte in b"POST /validate HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 60:
+                sock.sendall(bytes([byte]))
+                try:
+                    answer = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                break
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+        assert time.monotonic() - started < 2 + 1.5
+        # others are served as usual meanwhile and after
+        assert httpx.get(f"{served.url}/healthz", verify=served.context()).status_code == 200
+    finally:
+        served.process.kill()
+        served.process.wait()
+
+
 def _client_context(version: ssl.TLSVersion) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False

@@ -20,6 +20,7 @@ import socket
 import ssl
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -55,13 +56,15 @@ class SealgateConfig(uvicorn.Config):
     """
 
     def __init__(self, app: Any, *, reload_interval: float, max_header_bytes: int = 64 * 1024,
-                 max_headers: int = 100, drain_timeout: float = 10.0, **kwargs: Any) -> None:
+                 max_headers: int = 100, drain_timeout: float = 10.0,
+                 read_timeout: float | None = None, **kwargs: Any) -> None:
         # request headers capped (431): httptools has no cap of its own (issue 11)
         super().__init__(app, http=BoundedHttpToolsProtocol, **kwargs)
         self.reload_interval = reload_interval
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.drain_timeout = drain_timeout  # SIGTERM: how long requests in flight may take
+        self.read_timeout = read_timeout  # a request still arriving after it: 408
         self.certificates: CertificateReloader | None = None
 
     def load(self) -> None:
@@ -146,7 +149,7 @@ def serve(settings: Settings, *, log_level: str) -> int:
         "ssl_keyfile": str(settings.key), "log_level": log_level, "access_log": False,
         "lifespan": "on", "reload_interval": settings.reload_interval,
         "max_header_bytes": settings.max_header_bytes, "max_headers": settings.max_headers,
-        "drain_timeout": settings.deadline + 2,
+        "drain_timeout": settings.deadline + 2, "read_timeout": settings.deadline,
     }
     if settings.workers == 1:
         app = create_app(settings, policies=policies)
@@ -194,6 +197,11 @@ def _serve_workers(settings: Settings, log_level: str, common: dict[str, Any]) -
     return 0
 
 
+_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\n"
+)
 _431 = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
     b"content-type: text/plain; charset=utf-8\r\n"
@@ -213,6 +221,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, *args, **kwargs)
         self.max_header_bytes: int = getattr(config, "max_header_bytes", 64 * 1024)
         self.max_headers: int = getattr(config, "max_headers", 100)
+        self._since: float | None = None  # first byte of the request being received
         self._in_headers = True
         self._header_bytes = 0
         self._header_lines = 0
@@ -221,6 +230,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
+        if self._since is None:
+            self._since = time.monotonic()
         if self._in_headers:
             # Counted before parsing: httptools accumulates a header's value until it
             # ends, so one endless header line is stopped by what arrives, not what parsed.
@@ -231,7 +242,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _TooManyHeaders):
-                self._reject(f"more than {self.max_headers} request header lines")
+                self._reject(_431, f"more than {self.max_headers} request header lines")
                 return
             self.logger.warning("Invalid HTTP request received.")
             self.send_400_response("Invalid HTTP request received.")
@@ -242,14 +253,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
         if self._in_headers and self._header_bytes > self.max_header_bytes:
-            self._reject(f"request headers over {self.max_header_bytes} bytes")
+            self._reject(_431, f"request headers over {self.max_header_bytes} bytes")
 
-    def _reject(self, why: str) -> None:
+    def expire(self, now: float, limit: float) -> None:
+        """408 and close when a request (headers or body) is still arriving after ``limit``
+        seconds: a client trickling it must not hold a connection and a task for ever.
+        Checked by DrainingServer's tick, so the warm path sets no timer of its own."""
+        if self._since is None or self._rejected or now - self._since <= limit:
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            return
+        self._reject(_408, f"request not received within {limit:g}s")
+
+    def _reject(self, head: bytes, why: str) -> None:
         self._rejected = True
-        log.warning("closing a connection from %s: %s (HTTP 431)",
-                    self.client[0] if self.client else "?", why)
+        log.warning("closing a connection from %s: %s (HTTP %s)",
+                    self.client[0] if self.client else "?", why, head[9:12].decode())
         body = why.encode()
-        self.transport.write(_431 + b"content-length: %d\r\n\r\n" % len(body) + body)
+        self.transport.write(head + b"content-length: %d\r\n\r\n" % len(body) + body)
         self.transport.close()
         # A TLS close waits for the peer's close_notify, reading (and decrypting) whatever
         # it still sends: give the answer a moment to leave, then drop the connection.
@@ -274,6 +295,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_headers = True
+        self._since = None
 
 
 class DrainingServer(uvicorn.Server):
@@ -284,6 +306,16 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._on_drain = on_drain
         self._drain_timeout = drain_timeout
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 5 == 0:  # every 0.5 s
+            limit = getattr(self.config, "read_timeout", None)
+            if limit is not None:
+                now = time.monotonic()
+                for connection in list(self.server_state.connections):
+                    if isinstance(connection, BoundedHttpToolsProtocol):
+                        connection.expire(now, limit)
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._on_drain()  # /readyz says not-ready from this moment
