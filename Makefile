@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint bench clean registry-deps
+.PHONY: run test lint bench clean registry-deps kube-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,10 +42,22 @@ registry-deps:
 	  fi; \
 	fi
 
+# Debian's etcd for the real-API-server tests (tests/kube_server.py).
+kube-deps:
+	@if ! command -v etcd >/dev/null 2>&1 && [ ! -x /usr/bin/etcd ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's etcd-server for the API server tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null \
+	      || echo "could not install etcd-server; run: sudo apt-get install -y etcd-server"; \
+	  else \
+	    echo "etcd is missing; API server tests will skip. Install it with: sudo apt-get install -y etcd-server"; \
+	  fi; \
+	fi
+
 run: $(VENV)/.installed-run registry-deps
 	$(BIN)/python scripts/dev_server.py --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test registry-deps
+test: $(VENV)/.installed-test registry-deps kube-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-lint

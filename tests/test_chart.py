@@ -55,7 +55,8 @@ SERVICE_DNS = f"{RELEASE}.{NAMESPACE}.svc"
 KUBE_VERSIONS = ["1.30", kv_utils.latest_version()]
 # Kinds kubernetes-validate has no schema for; each is asserted on below.
 NO_SCHEMA = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate"),
-             ("monitoring.coreos.com/v1", "ServiceMonitor")}
+             ("monitoring.coreos.com/v1", "ServiceMonitor"),
+             ("sealgate.dev/v1alpha1", "ImagePolicy")}
 
 POD_KINDS = [
     ("", "pods"), ("", "pods/ephemeralcontainers"), ("", "replicationcontrollers"),
@@ -238,7 +239,7 @@ def test_strict_validation_catches_an_unknown_field(rendered: dict[str, Rendered
 
 def test_expected_objects(rendered: dict[str, Rendered]) -> None:
     base = {"ServiceAccount", "Service", "Deployment", "PodDisruptionBudget", "ConfigMap",
-            "ValidatingWebhookConfiguration"}
+            "ValidatingWebhookConfiguration", "ClusterRole", "ClusterRoleBinding"}
     assert rendered["helm"].kinds == base | {"Secret"}
     assert rendered["certManager"].kinds == base | {"Issuer", "Certificate"}
     assert rendered["existingSecret"].kinds == base
@@ -247,11 +248,13 @@ def test_expected_objects(rendered: dict[str, Rendered]) -> None:
     assert len(rendered["everything"].all("ConfigMap")) == 2  # policies, trusted roots
     single = rendered["single-replica-existing-roots"]
     assert single.kinds == {"Service", "Deployment", "ConfigMap", "Secret",
-                            "ValidatingWebhookConfiguration", "ServiceMonitor"}
+                            "ValidatingWebhookConfiguration", "ServiceMonitor",
+                            "ClusterRole", "ClusterRoleBinding"}
     for result in rendered.values():
         for obj in result.objects:
             if obj["kind"] not in ("ValidatingWebhookConfiguration",
-                                   "MutatingWebhookConfiguration"):
+                                   "MutatingWebhookConfiguration", "ClusterRole",
+                                   "ClusterRoleBinding"):
                 assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
 
 
@@ -261,7 +264,8 @@ def test_expected_objects(rendered: dict[str, Rendered]) -> None:
 def _webhook(result: Rendered, kind: str = "ValidatingWebhookConfiguration") -> dict[str, Any]:
     config = result.one(kind)
     assert config["apiVersion"] == "admissionregistration.k8s.io/v1"
-    (hook,) = config["webhooks"]
+    # policies.sealgate.dev (ImagePolicy objects, policySource crd) is tested in test_kube_chart
+    (hook,) = [h for h in config["webhooks"] if h["name"] != "policies.sealgate.dev"]
     return dict(hook)
 
 
@@ -357,7 +361,8 @@ def test_deployment_hardening(rendered: dict[str, Rendered]) -> None:
     deployment = result.one("Deployment")
     assert deployment["spec"]["replicas"] == 2
     pod = result.pod["spec"]
-    assert pod["automountServiceAccountToken"] is False
+    # policySource crd (the default) watches ImagePolicy objects: the one token it needs
+    assert pod["automountServiceAccountToken"] is True
     assert pod["serviceAccountName"] == RELEASE
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
@@ -395,7 +400,7 @@ def test_deployment_hardening(rendered: dict[str, Rendered]) -> None:
     ]
     assert result.env == {"SEALGATE_HOST": "0.0.0.0", "SEALGATE_PORT": "8443",
                           "SEALGATE_DEADLINE": "8s", "SEALGATE_MUTATE": "false",
-                          "SEALGATE_WORKERS": "1"}
+                          "SEALGATE_POLICY_SOURCE": "crd", "SEALGATE_WORKERS": "1"}
     assert container["image"] == "sealgate:0.1.0"
 
 

@@ -1,4 +1,4 @@
-"""Referrers (OCI 1.1) and cosign .att discovery in webhook/registry.py, with bundle fetching.
+"""Referrers (OCI 1.1) and cosign .att discovery in webhook/registry/, with bundle fetching.
 
 Debian's docker-registry (distribution 2.8) has no referrers API: it answers 404 for the
 route, so everything here runs the referrers *tag schema* fallback against the real

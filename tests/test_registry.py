@@ -1,4 +1,4 @@
-"""webhook/registry.py against Debian's docker-registry; MockTransport only for faults
+"""webhook/registry/ against Debian's docker-registry; MockTransport only for faults
 a real registry cannot produce (wrong content, oversized bodies, token servers, 5xx/429)."""
 
 from __future__ import annotations

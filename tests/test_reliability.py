@@ -231,7 +231,7 @@ async def test_token_cache_does_not_grow_without_bound() -> None:
             ref = parse_reference(f"registry.example.com/team/app{index}:v1")
             await registry.resolve_digest(ref)
             clock.now += 1  # every token outlives ~55 s: most of them are long expired
-        assert len(registry._tokens) <= 1024
+        assert len(registry._auth.tokens) <= 1024
 
 
 async def test_per_registry_state_does_not_grow_without_bound() -> None:

@@ -24,6 +24,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--cert", type=Path, help="TLS certificate PEM (SEALGATE_CERT)")
     serve.add_argument("--key", type=Path, help="TLS private key PEM (SEALGATE_KEY)")
     serve.add_argument("--audit-log", type=Path, help="audit log file (SEALGATE_AUDIT_LOG)")
+    serve.add_argument("--policy-source", choices=("files", "crd", "both"),
+                       help="policies from files, ImagePolicy objects, or both "
+                            "(SEALGATE_POLICY_SOURCE, default files)")
+    serve.add_argument("--kubeconfig", type=Path,
+                       help="kubeconfig for --policy-source crd|both (default: in-cluster "
+                            "config, else $KUBECONFIG)")
+    serve.add_argument("--pod-pull-secrets", action="store_true", default=None,
+                       help="registry credentials from pods' imagePullSecrets and their "
+                            "ServiceAccount's (SEALGATE_POD_PULL_SECRETS)")
     serve.add_argument("--log-level", default="info", help="uvicorn/sealgate log level")
     serve.add_argument("--workers", type=int,
                        help="processes serving the port (SEALGATE_WORKERS, default 1)")
@@ -62,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     schema = policy_commands.add_parser("schema", help="print the JSON Schema of ImagePolicy")
     schema.add_argument("--test", action="store_true",
                         help="the schema of policy test files (ImagePolicyTest) instead")
+    policy_commands.add_parser(
+        "crd", help="print the ImagePolicy CustomResourceDefinition (generated from the schema)")
 
     audit = commands.add_parser("audit", help="read the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -125,7 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(
         host=args.host, port=args.port, policies=args.policies, cert=args.cert, key=args.key,
-        audit_log=args.audit_log, workers=args.workers,
+        audit_log=args.audit_log, policy_source=args.policy_source, kubeconfig=args.kubeconfig,
+        pod_pull_secrets=args.pod_pull_secrets, workers=args.workers,
     )
     if settings.cert is None or settings.key is None:
         print("sealgate: serve needs --cert and --key (or SEALGATE_CERT/SEALGATE_KEY); "
@@ -207,6 +219,11 @@ def _policy(args: argparse.Namespace) -> int:
         from webhook.schema import schema_text
 
         sys.stdout.write(schema_text("ImagePolicyTest" if args.test else "ImagePolicy"))
+        return 0
+    if args.policy_command == "crd":
+        from webhook.kube.crd import crd_yaml
+
+        sys.stdout.write(crd_yaml())
         return 0
     from webhook.policy import load_policy_dir
     from webhook.policytest import find_test_files, run_directory

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -35,9 +36,14 @@ from webhook.facts import FactGatherer, registry_facts
 from webhook.metrics import CONTENT_TYPE_LATEST, Metrics
 from webhook.mutation import digest_patch
 from webhook.policy import PolicySet
+from webhook.registry import RegistryCredentials, request_credentials
 from webhook.reload import PolicyReloader, load_policies
 from webhook.review import DecisionMemo, decide_request
 from webhook.settings import Settings
+
+if TYPE_CHECKING:
+    from webhook.kube.pullsecrets import PullSecrets
+    from webhook.kube.source import ClusterPolicies
 
 log = logging.getLogger("sealgate")
 
@@ -60,10 +66,12 @@ class AppState:
     metrics: Metrics
     memo: DecisionMemo = field(default_factory=DecisionMemo)
     images_json: ImagesJSON = field(default_factory=ImagesJSON)
+    cluster: ClusterPolicies | None = None  # ImagePolicy objects (--policy-source crd|both)
+    pull_secrets: PullSecrets | None = None  # SEALGATE_POD_PULL_SECRETS
 
     @property
     def policies(self) -> PolicySet:
-        return self.reloader.current
+        return self.cluster.current if self.cluster is not None else self.reloader.current
 
 
 def create_app(
@@ -78,18 +86,41 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics = Metrics()
-        initial = policies or load_policies(settings.policies, generation=1)
+        files = settings.policy_source != "crd"
+        initial = policies or (
+            load_policies(settings.policies, generation=1) if files else PolicySet((), 1)
+        )
         reloader = PolicyReloader(settings.policies, initial, metrics=metrics,
-                                  interval=settings.reload_interval)
+                                  interval=settings.reload_interval if files else 0)
         key = read_key(settings.audit_key) if settings.audit_key is not None else None
         audit = AuditWriter(settings.audit_log, key=key, on_write=metrics.audit_written)
         audit.open()
-        async with registry_facts(settings, metrics=metrics, transport=transport) as gatherer:
-            app.state.sealgate = AppState(settings, reloader, gatherer, audit, metrics)
+        async with contextlib.AsyncExitStack() as stack:
+            cluster = pull_secrets = None
+            if settings.policy_source != "files" or settings.pod_pull_secrets:
+                from webhook.kube.source import ClusterPolicies, kube_client
+
+                client = kube_client(settings.kubeconfig)
+                stack.push_async_callback(client.close)
+                if settings.policy_source != "files":
+                    cluster = ClusterPolicies(
+                        client, (lambda: reloader.current) if files else None, metrics=metrics)
+                if settings.pod_pull_secrets:
+                    from webhook.kube.pullsecrets import PullSecrets
+
+                    config = (RegistryCredentials.from_file(settings.registry_auth)
+                              if settings.registry_auth is not None else None)
+                    pull_secrets = PullSecrets(client, config)
+            gatherer = await stack.enter_async_context(
+                registry_facts(settings, metrics=metrics, transport=transport))
+            app.state.sealgate = AppState(settings, reloader, gatherer, audit, metrics,
+                                          cluster=cluster, pull_secrets=pull_secrets)
             heads = asyncio.create_task(_log_audit_head(audit), name="sealgate-audit-head")
             try:
-                async with reloader.running(on_hangup=audit.reopen):
-                    yield
+                await stack.enter_async_context(reloader.running(on_hangup=audit.reopen))
+                if cluster is not None:
+                    await stack.enter_async_context(cluster.running())
+                yield
             finally:
                 heads.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -98,6 +129,7 @@ def create_app(
 
     routes = [
         Route("/validate", validate, methods=["POST"]),
+        Route("/validate-policy", validate_policy, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -151,6 +183,9 @@ async def readyz(request: Request) -> Response:
     if getattr(request.app.state, "draining", False):  # SIGTERM: endpoints drain (SPEC §9)
         return JSONResponse({"ready": False, "generation": state.policies.generation},
                             status_code=503)
+    if state.cluster is not None and not state.cluster.synced.is_set():
+        # ImagePolicy objects never listed yet: serving now would enforce none of them
+        return JSONResponse({"ready": False, "generation": 0}, status_code=503)
     return JSONResponse({"ready": True, "generation": state.policies.generation})
 
 
@@ -223,15 +258,27 @@ def _as_response(status: int, body: bytes) -> JSONResponse:
 
 
 async def _decide(state: AppState, review: AdmissionRequest) -> Decision:
-    return await decide_request(
-        review,
-        policies=state.policies,
-        facts=state.gatherer,
-        deadline=state.settings.deadline,
-        mode_override=state.settings.mode_override,
-        memo=state.memo,
-        max_images=state.settings.max_images,
-    )
+    if state.pull_secrets is None:
+        return await decide_request(
+            review,
+            policies=state.policies,
+            facts=state.gatherer,
+            deadline=state.settings.deadline,
+            mode_override=state.settings.mode_override,
+            memo=state.memo,
+            max_images=state.settings.max_images,
+        )
+    # pod pull secrets: credentials differ per pod, so no decision is reused across pods
+    chain = await state.pull_secrets.chain(review)
+    with request_credentials(chain):
+        return await decide_request(
+            review,
+            policies=state.policies,
+            facts=state.gatherer,
+            deadline=state.settings.deadline,
+            mode_override=state.settings.mode_override,
+            max_images=state.settings.max_images,
+        )
 
 
 def _strictest_mode(decision: Decision) -> str:
@@ -320,6 +367,21 @@ async def _validate_body(state: AppState, scope: Scope, receive: Receive,
     except AdmissionError as exc:
         return _rejected(state, 400, f"malformed AdmissionReview: {exc}")
     return await _admit(state, review, started)
+
+
+async def validate_policy(request: Request) -> Response:
+    """ImagePolicy CREATE/UPDATE admission: every ``field: problem`` (SPEC §9)."""
+    from webhook.kube.validation import review_policy
+
+    state = _state(request)
+    try:
+        body = await _read_body(request, state.settings.max_body_bytes)
+        answer = await anyio.to_thread.run_sync(review_policy, body)
+    except BodyTooLarge:
+        return _error(413, f"request body over {state.settings.max_body_bytes} bytes")
+    except AdmissionError as exc:
+        return _error(400, f"malformed AdmissionReview: {exc}")
+    return JSONResponse(answer)
 
 
 async def mutate(request: Request) -> Response:

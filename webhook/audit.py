@@ -102,7 +102,7 @@ def _image(entry: ImageEntry) -> dict[str, Any]:
             "counts": dict(entry.scan.counts),
             "attestor": entry.scan.attestor,
         }
-    return {
+    record = {
         "ref": entry.ref,
         "name": entry.name,
         "digest": entry.digest,
@@ -117,6 +117,10 @@ def _image(entry: ImageEntry) -> dict[str, Any]:
         "violation_levels": list(entry.violation_levels),
         "cached": entry.cached,
     }
+    if entry.credential is not None:
+        # secret/NAMESPACE/NAME, config or anonymous: never the credentials themselves
+        record["credential"] = entry.credential
+    return record
 
 
 def encode_record(record: dict[str, Any] | list[Any]) -> bytes:

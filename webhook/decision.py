@@ -61,6 +61,7 @@ class ImageFacts:
     scans: tuple[ScanFact, ...] = ()
     scan_errors: Mapping[str, str] = field(default_factory=dict)  # source -> reason
     cached: bool = False
+    credential: str | None = None  # secret/NS/NAME, config or anonymous (SPEC §9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ class ImageEntry:
     # parallel to violations: "deny" or "warn" as the rule meant it, before the policy's mode
     # (what `audit report` calls "would deny" in an audit or warn policy)
     violation_levels: tuple[str, ...] = ()
+    credential: str | None = None  # where the registry credentials came from (SPEC §9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +333,7 @@ def _check_image(
             # audit line must say why a check did not complete (issue 11)
             violations=tuple(f.message for f in findings if f.level != "allow" or f.error),
             violation_levels=tuple(f.level for f in findings if f.level != "allow" or f.error),
-            cached=facts.cached, denied=False,
+            cached=facts.cached, denied=False, credential=facts.credential,
         )
 
     if ref is None:

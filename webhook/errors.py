@@ -27,6 +27,11 @@ class RegistryError(SealgateError):
     """A registry could not answer (network, 5xx, 429, auth): a check error, not a verdict."""
 
 
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials used, or wanted some (401/403): with pod pull
+    secrets, the next credential in line is tried."""
+
+
 class ManifestUnknownError(RegistryError):
     """The registry answered definitively that a manifest/tag does not exist (404)."""
 

@@ -22,6 +22,7 @@ from webhook.cache import CacheSettings, FactCache, Verdict
 from webhook.decision import CheckPlan, ImageFacts, Outcome, ScanFact, SignatureCheck
 from webhook.errors import (
     ManifestUnknownError,
+    RegistryAuthError,
     RegistryContentError,
     RegistryError,
     SealgateError,
@@ -32,7 +33,13 @@ from webhook.metrics import Metrics
 from webhook.oci import Descriptor
 from webhook.policy import Authority, ScanRequirement
 from webhook.references import ImageReference
-from webhook.registry import RegistryClient, RegistryCredentials
+from webhook.registry import (
+    ACTIVE_CREDENTIAL,
+    Credential,
+    RegistryClient,
+    RegistryCredentials,
+    credentials_for,
+)
 from webhook.scans import ScanReportError, fact_from_statement, is_scan_statement
 from webhook.settings import Settings
 from webhook.signatures.attestations import (
@@ -47,6 +54,7 @@ from webhook.verifiers import AuthorityVerifier, default_verifiers, verifier_for
 log = logging.getLogger(__name__)
 
 DigestFact = tuple[Outcome, str | None]
+_REFUSED = "credentials refused: "  # an auth error: the next credential may do
 ScanResult = tuple[ScanFact | None, str | None]  # (fact or None for "no scan", error reason)
 
 
@@ -86,6 +94,7 @@ class _Progress:
     scan_errors: dict[str, str] = field(default_factory=dict)
     scans_done: set[str] = field(default_factory=set)
     all_cached: bool = True
+    credential: str | None = None  # the source of the credentials used (audit)
 
 
 class FactGatherer:
@@ -163,8 +172,13 @@ class FactGatherer:
             ref = plan.ref
             if ref is None or not plan.needs_digest:
                 continue
+            chain = credentials_for(ref.registry)
+            state.credential = (
+                chain[0].source if chain else self.registry.credential_source(ref.registry))
             if ref.digest is not None:
                 state.digest, digest = Outcome("ok"), ref.digest
+            elif chain is not None:
+                return None  # pod pull secrets: tags resolve per credential, on the full path
             else:
                 entry = cache.peek("digest", _digest_key(ref))
                 if entry is None:
@@ -219,6 +233,7 @@ class FactGatherer:
                 scans=tuple(state.scans),
                 scan_errors=scan_errors,
                 cached=complete and state.all_cached,
+                credential=state.credential,
             )
         return facts
 
@@ -243,6 +258,24 @@ class FactGatherer:
                 self.metrics.inflight_checks.dec()
 
     async def _digest(self, ref: ImageReference, state: _Progress) -> DigestFact:
+        chain = credentials_for(ref.registry)
+        if chain is None:  # no pod pull secrets: the client's own credentials
+            state.credential = self.registry.credential_source(ref.registry)
+            return await self._digest_with(ref, state, None)
+        fact: DigestFact = (Outcome("error", "no credentials"), None)
+        for position, credential in enumerate(chain):
+            # the rest of this image's checks (a task of its own) use the same credential
+            ACTIVE_CREDENTIAL.set(credential)
+            state.credential = credential.source
+            fact = await self._digest_with(ref, state, credential)
+            refused = fact[0].status == "error" and fact[0].reason.startswith(_REFUSED)
+            if not refused or position == len(chain) - 1:
+                break
+        return fact
+
+    async def _digest_with(
+        self, ref: ImageReference, state: _Progress, credential: Credential | None
+    ) -> DigestFact:
         if ref.digest is not None:
             return Outcome("ok"), ref.digest
 
@@ -251,12 +284,14 @@ class FactGatherer:
                 return Outcome("ok"), await self.registry.resolve_digest(ref)
             except ManifestUnknownError as exc:
                 return Outcome("fail", f"image not found in registry: {exc}"), None
+            except RegistryAuthError as exc:
+                return Outcome("error", f"{_REFUSED}{exc}"), None
             except RegistryError as exc:
                 return Outcome("error", str(exc)), None
 
-        fact, cached = await self.cache.get_or_fetch(
-            "digest", _digest_key(ref), fetch, _digest_verdict
-        )
+        # per credential: a tag resolved with one namespace's secret is not another's answer
+        key = _digest_key(ref) if credential is None else (*_digest_key(ref), credential.source)
+        fact, cached = await self.cache.get_or_fetch("digest", key, fetch, _digest_verdict)
         state.all_cached &= cached
         return fact
 

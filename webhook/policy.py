@@ -44,6 +44,11 @@ API_VERSION = "sealgate.dev/v1alpha1"
 KIND = "ImagePolicy"
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 BUILTIN_ROOTS = ("public-good", "staging")
+# metadata the API server sets on an ImagePolicy object (``kubectl get -o yaml``): ignored
+SERVER_METADATA = (
+    "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
+    "selfLink", "finalizers", "deletionTimestamp", "deletionGracePeriodSeconds",
+)
 AUTHORITY_KINDS = ("key", "keyless", "notation")
 
 Mode = Literal["enforce", "warn", "audit"]
@@ -310,7 +315,28 @@ def compose_documents(
 def load_policy_text(text: str, file: str, *, base_dir: Path) -> list[Policy]:
     documents = compose_documents(text, file)
     parser = _Parser(file, base_dir)
-    return [parser.policy(doc) for doc in documents if doc is not None and not _is_null(doc)]
+    return [
+        parser.policy(node)
+        for doc in documents if doc is not None and not _is_null(doc)
+        for node in _list_items(doc)
+    ]
+
+
+def _list_items(node: Node) -> list[Node]:
+    """A ``kind: List`` / ``ImagePolicyList`` (what ``kubectl get -o yaml`` prints): its
+    ``items``; any other document: itself."""
+    if not isinstance(node, MappingNode):
+        return [node]
+    fields = {key.value: value for key, value in node.value if isinstance(key, ScalarNode)}
+    kind = fields.get("kind")
+    items = fields.get("items")
+    if (
+        isinstance(kind, ScalarNode)
+        and kind.value in ("List", f"{KIND}List")
+        and isinstance(items, SequenceNode)
+    ):
+        return list(items.value)
+    return [node]
 
 
 def _is_null(node: Node) -> bool:
@@ -406,17 +432,17 @@ class _Parser:
 
     def policy(self, node: Node) -> Policy:
         top = self.mapping(
-            node, "ImagePolicy", ("apiVersion", "kind", "metadata", "spec"),
+            node, "ImagePolicy", ("apiVersion", "kind", "metadata", "spec", "status"),
             ("apiVersion", "kind", "metadata", "spec"),
-        )
+        )  # status: what the cluster says about the object, ignored
         api = self.scalar(top["apiVersion"])
         if api != API_VERSION:
             raise self.fail(top["apiVersion"], f"apiVersion must be {API_VERSION}, not {api!r}")
         kind = self.scalar(top["kind"])
         if kind != KIND:
             raise self.fail(top["kind"], f"kind must be {KIND}, not {kind!r}")
-        meta = self.mapping(top["metadata"], "metadata", ("name", "labels", "annotations"),
-                            ("name",))
+        meta = self.mapping(top["metadata"], "metadata",
+                            ("name", "labels", "annotations", *SERVER_METADATA), ("name",))
         name = self.string(meta["name"], "metadata.name")
         spec = self.mapping(
             top["spec"], "spec",

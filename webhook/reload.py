@@ -13,14 +13,14 @@ import contextlib
 import hashlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import anyio
 
 from webhook.errors import PolicyError, SealgateError
 from webhook.metrics import Metrics
-from webhook.policy import NotationAuthority, PolicySet, load_policy_dir
+from webhook.policy import NotationAuthority, Policy, PolicySet, load_policy_dir
 from webhook.signatures.trust import load_trusted_root
 
 log = logging.getLogger("sealgate")
@@ -29,7 +29,13 @@ log = logging.getLogger("sealgate")
 def load_policies(directory: Path, *, generation: int) -> PolicySet:
     """Load a policy set and the trust roots its authorities name (so /readyz means usable)."""
     policies = load_policy_dir(directory, generation=generation)
-    for policy in policies.policies:
+    check_trusted_roots(policies.policies)
+    return policies
+
+
+def check_trusted_roots(policies: Iterable[Policy]) -> None:
+    """PolicyError naming the authority whose trusted root cannot be loaded."""
+    for policy in policies:
         for rule in policy.rules:
             authorities = (
                 *(rule.signatures.authorities if rule.signatures else ()),
@@ -45,7 +51,6 @@ def load_policies(directory: Path, *, generation: int) -> PolicySet:
                         f"{authority.location}: authority {authority.name!r}: trusted root "
                         f"{authority.trusted_root}: {exc}"
                     ) from exc
-    return policies
 
 
 def directory_fingerprint(directory: Path) -> str:

@@ -141,9 +141,13 @@ def serve(settings: Settings, *, log_level: str) -> int:
     assert settings.cert is not None and settings.key is not None
     # Load once before binding (policies and the trust roots they name, as every reload
     # does): a missing or broken policy directory is a start-up error.
-    policies = load_policies(settings.policies, generation=1)
+    from webhook.policy import PolicySet
+
+    policies = (load_policies(settings.policies, generation=1)
+                if settings.policy_source != "crd" else PolicySet((), 1))
     configure_logging(log_level)
-    log.info("loaded %d policies from %s", len(policies.policies), settings.policies)
+    if settings.policy_source != "crd":
+        log.info("loaded %d policies from %s", len(policies.policies), settings.policies)
     common: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "ssl_certfile": str(settings.cert),
         "ssl_keyfile": str(settings.key), "log_level": log_level, "access_log": False,
@@ -172,7 +176,9 @@ def _serve_workers(settings: Settings, log_level: str, common: dict[str, Any]) -
         ("SEALGATE_HOST", settings.host), ("SEALGATE_PORT", settings.port),
         ("SEALGATE_POLICIES", settings.policies), ("SEALGATE_CERT", settings.cert),
         ("SEALGATE_KEY", settings.key), ("SEALGATE_AUDIT_LOG", settings.audit_log),
-        (LOG_LEVEL_ENV, log_level),
+        (LOG_LEVEL_ENV, log_level), ("SEALGATE_POLICY_SOURCE", settings.policy_source),
+        ("KUBECONFIG", settings.kubeconfig),
+        ("SEALGATE_POD_PULL_SECRETS", "true" if settings.pod_pull_secrets else None),
     ):
         if value is not None:
             os.environ[variable] = str(value)

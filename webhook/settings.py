@@ -13,6 +13,8 @@ from webhook.errors import SealgateError
 from webhook.limits import DEFAULT_MAX_IMAGES, MIB, RegistryLimits
 from webhook.policy import Mode
 
+POLICY_SOURCES = ("files", "crd", "both")
+
 
 class SettingsError(SealgateError):
     """A setting has a value sealgate cannot use; the message names the variable."""
@@ -37,6 +39,9 @@ class Settings:
     success_ttl: float = 600.0  # verified signatures, scan results
     failure_ttl: float = 30.0  # definitive failures (unsigned, tag unknown, no scan)
     reload_interval: float = 1.0  # policy directory polling; 0 disables hot reload
+    policy_source: str = "files"  # files | crd | both (SPEC §9)
+    kubeconfig: Path | None = None  # None: in-cluster config, else $KUBECONFIG
+    pod_pull_secrets: bool = False  # registry credentials from pods' imagePullSecrets
     audit_key: Path | None = None  # file with the HMAC key of the audit chain (SPEC §9)
     workers: int = 1  # processes serving one port (SPEC §9)
     # SPEC §9 hard limits: what one request can make sealgate do
@@ -122,9 +127,18 @@ class Settings:
             values["mode_override"] = None if v == "enforce" else v
         if (v := text("SEALGATE_MUTATE")) is not None:
             values["mutate"] = _bool(v, "SEALGATE_MUTATE")
+        if (v := text("SEALGATE_POD_PULL_SECRETS")) is not None:
+            values["pod_pull_secrets"] = _bool(v, "SEALGATE_POD_PULL_SECRETS")
+        if (v := text("SEALGATE_POLICY_SOURCE")) is not None:
+            values["policy_source"] = v
         settings = cls(**values)
         flags = {k: v for k, v in overrides.items() if v is not None}
         settings = replace(settings, **flags) if flags else settings
+        if settings.policy_source not in POLICY_SOURCES:
+            raise SettingsError(
+                f"SEALGATE_POLICY_SOURCE / --policy-source: must be one of "
+                f"{', '.join(POLICY_SOURCES)}, not {settings.policy_source!r}"
+            )
         if settings.workers < 1:
             raise SettingsError(f"SEALGATE_WORKERS: must be at least 1, not {settings.workers}")
         return settings

@@ -213,6 +213,16 @@ roll on certificate changes only (SPEC §8) -- never on policy edits, which are 
       scope: Namespaced
 {{- end }}
 
+{{/* Whether sealgate watches ImagePolicy objects (and so talks to the API server). */}}
+{{- define "sealgate.watchesCRD" -}}
+{{- if ne .Values.policySource "files" }}true{{ end -}}
+{{- end }}
+
+{{/* Whether sealgate calls the API server at all (its pods then get a token). */}}
+{{- define "sealgate.usesAPI" -}}
+{{- if or (include "sealgate.watchesCRD" .) .Values.podPullSecrets.enabled }}true{{ end -}}
+{{- end }}
+
 {{/*
 Worker processes: config.workers, else whole CPUs of resources.limits.cpu ("1", "2",
 "1500m" -> 1), at least 1. One worker per core uses the CPU limit without contention.
