@@ -222,7 +222,6 @@ roll on certificate changes only (SPEC §8) -- never on policy edits, which are 
 {{- define "sealgate.usesAPI" -}}
 {{- if or (include "sealgate.watchesCRD" .) .Values.podPullSecrets.enabled }}true{{ end -}}
 {{- end }}
-
 {{/*
 Worker processes: config.workers, else whole CPUs of resources.limits.cpu ("1", "2",
 "1500m" -> 1), at least 1. One worker per core uses the CPU limit without contention.
