@@ -4,6 +4,7 @@ and a server that is down, hanging or slow."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -228,6 +229,21 @@ async def test_a_long_fetch_keeps_its_lease(redis_server: RedisServer) -> None:
     finally:
         await a.level.aclose()
         await b.level.aclose()
+
+
+async def test_a_holder_whose_requests_gave_up_hands_the_lease_back(
+    replicas: tuple[Replica, Replica]
+) -> None:
+    a, b = replicas
+    stuck = asyncio.ensure_future(a.get("6", Outcome("ok"), gate=asyncio.Event()))
+    await asyncio.sleep(0.05)  # a holds the lease; its fetch never ends
+    stuck.cancel()  # a's request reached its deadline: its fetch is abandoned
+    with contextlib.suppress(asyncio.CancelledError):
+        await stuck
+    await settle(a)  # the lease is released in the background
+    started = time.monotonic()
+    assert await b.get("6", Outcome("ok")) == (Outcome("ok"), False)
+    assert time.monotonic() - started < 0.5  # no waiting for the 2 s lease to run out
 
 
 async def test_a_dead_holders_lease_expires_quickly(redis_server: RedisServer,

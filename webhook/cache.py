@@ -58,6 +58,14 @@ class _Entry(Generic[T]):
     expires: float  # on the cache's timer: what a decision built on it may last
 
 
+@dataclass(slots=True)
+class _Flight:
+    """One shared fetch and how many requests still wait for it."""
+
+    task: asyncio.Future[Any]
+    waiters: int = 0
+
+
 class FactCache:
     """One bounded TLRU cache per fact type, plus the in-flight fetches."""
 
@@ -74,7 +82,7 @@ class FactCache:
         self._on_event = on_event
         self.second = second
         self._caches: dict[str, TLRUCache[Hashable, _Entry[Any]]] = {}
-        self._inflight: dict[tuple[str, Hashable], asyncio.Future[Any]] = {}
+        self._inflight: dict[tuple[str, Hashable], _Flight] = {}
         self.epoch = 0  # bumped by clear(): what was built on older entries is stale
 
     def _cache(self, fact: str) -> TLRUCache[Hashable, _Entry[Any]]:
@@ -133,20 +141,39 @@ class FactCache:
         pending = self._inflight.get(flight_key)
         if pending is not None:
             self._event(fact, "shared")
-            # shield: one waiter reaching its deadline must not cancel the others' fetch
-            value, _ = await asyncio.shield(pending)
+            value, _ = await self._wait(flight_key, pending)
             return value, True
         self._event(fact, "miss")
-        task = asyncio.ensure_future(self._fetch(fact, key, fetch, classify))
-        self._inflight[flight_key] = task
-        task.add_done_callback(lambda done: self._finished(flight_key, done))
-        value, from_second = await asyncio.shield(task)
+        flight = _Flight(asyncio.ensure_future(self._fetch(fact, key, fetch, classify)))
+        self._inflight[flight_key] = flight
+        flight.task.add_done_callback(lambda done: self._finished(flight_key, flight))
+        value, from_second = await self._wait(flight_key, flight)
         return value, from_second
 
-    def _finished(self, flight_key: tuple[str, Hashable], task: asyncio.Future[Any]) -> None:
-        self._inflight.pop(flight_key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have left at its deadline
+    async def _wait(self, flight_key: tuple[str, Hashable], flight: _Flight) -> Any:
+        """Wait for a shared fetch. Shielded: one waiter reaching its deadline must not
+        cancel the others' fetch; but a fetch whose waiters have all gone is cancelled,
+        so one request's abandoned work never queues ahead of another's (issue 11)."""
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                if self._inflight.get(flight_key) is flight:
+                    del self._inflight[flight_key]  # a newcomer starts afresh
+                flight.task.cancel()
+
+    def _finished(self, flight_key: tuple[str, Hashable], flight: _Flight) -> None:
+        if self._inflight.get(flight_key) is flight:
+            del self._inflight[flight_key]
+        if not flight.task.cancelled():
+            flight.task.exception()  # retrieved: every waiter may have left at its deadline
+
+    @property
+    def inflight(self) -> int:
+        """Shared fetches running now (tests and metrics)."""
+        return len(self._inflight)
 
     async def _fetch(
         self,
