@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: run test lint bench clean registry-deps kube-deps
+.PHONY: run test lint bench clean registry-deps kube-deps cache-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,10 +54,26 @@ kube-deps:
 	  fi; \
 	fi
 
+# Debian's redis-server (shared cache tests and bench) and promtool (package prometheus:
+# the chart's alert rules), installed the same way.
+cache-deps:
+	@for pair in redis-server:redis-server promtool:prometheus; do \
+	  bin=$${pair%%:*}; pkg=$${pair#*:}; \
+	  if ! command -v $$bin >/dev/null 2>&1 && [ ! -x /usr/bin/$$bin ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing Debian's $$pkg for the tests"; \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkg) >/dev/null \
+	        || echo "could not install $$pkg; run: sudo apt-get install -y $$pkg"; \
+	    else \
+	      echo "$$bin is missing; its tests will skip. Install it with: sudo apt-get install -y $$pkg"; \
+	    fi; \
+	  fi; \
+	done
+
 run: $(VENV)/.installed-run registry-deps
 	$(BIN)/python scripts/dev_server.py --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test registry-deps kube-deps
+test: $(VENV)/.installed-test registry-deps kube-deps cache-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-lint
@@ -66,9 +82,11 @@ lint: $(VENV)/.installed-lint
 	$(BIN)/hadolint --failure-threshold style Dockerfile
 
 # Warm path against a bare Starlette endpoint (wrk, same run: ratios), workers, cold path,
-# memory and verification cost. BENCH_ARGS=--quick for a one-minute run.
-bench: $(VENV)/.installed-test registry-deps
+# memory and verification cost; then the shared cache (two replicas, with and without).
+# BENCH_ARGS=--quick for a one-minute run of the first.
+bench: $(VENV)/.installed-test registry-deps cache-deps
 	$(BIN)/python bench/admission_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/shared_cache_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

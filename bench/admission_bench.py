@@ -407,7 +407,7 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
             bench.wait_ready(server, warmup)
             loadgen.run_wrk(server.url, body_file, connections=16, seconds=1)  # warm up
         results["warm"] = warm_path(bench, floor, hook, body_file)
-        if not args.quick:
+        if not args.quick and not args.skip_workers:
             floor.stop()
             two = bench.start_sealgate("sealgate-2w", policies, registry.host, workers=2)
             bench.wait_ready(two, warmup)
@@ -417,7 +417,7 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
                 server.stop()
             results.update(coldpath.measure_all(registry, key, quick=args.quick))
         else:
-            results.update(coldpath.measure_all(registry, key, quick=True))
+            results.update(coldpath.measure_all(registry, key, quick=args.quick))
     finally:
         for server in bench.servers:
             if server.process.poll() is None:
@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None, *, out: Callable[[str], None] = print) -
                         help="wrk concurrencies, comma-separated")
     parser.add_argument("--quick", action="store_true",
                         help="1 s runs, one round, no worker scaling (the test uses it)")
+    parser.add_argument("--skip-workers", action="store_true",
+                        help="leave out the two-worker run (to measure a build without it)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.quick:

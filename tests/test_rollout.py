@@ -32,6 +32,16 @@ from webhook.settings import Settings
 COLD = {"manifest": 1, "sig-manifest": 1, "blob": 1, "referrers-api": 1, "referrers-tag": 1}
 
 
+def cold_fetches(counts: dict[str, int]) -> bool:
+    """Each request of a cold check made once. The referrers listing (API, then the tag
+    schema) starts beside the `.sig` manifest and is cancelled once a `.sig` signature has
+    verified, since no one waits for it any more (issue 11): it may stop after either step."""
+    listing = ("referrers-api", "referrers-tag")
+    essential = {k: v for k, v in counts.items() if k not in listing}
+    return essential == {k: v for k, v in COLD.items() if k not in listing} and all(
+        counts.get(k, 0) <= COLD[k] for k in listing)
+
+
 @dataclass
 class Webhook:
     app: Starlette
@@ -77,7 +87,7 @@ async def test_rollout_fan_in_hits_the_registry_once(tmp_path: Path, registry: R
         # Deployment, then its ReplicaSet, then 50 Pods at once
         assert (await hook.review(pod_review(image, kind="Deployment")))["allowed"]
         cold = dict(hook.transport.counts)
-        assert cold == COLD
+        assert cold_fetches(cold), cold
         assert (await hook.review(pod_review(image, kind="ReplicaSet")))["allowed"]
         answers = await asyncio.gather(*(hook.review(pod_review(image)) for _ in range(50)))
         assert all(answer["allowed"] for answer in answers)
@@ -95,7 +105,7 @@ async def test_concurrent_reviews_of_a_new_digest_share_one_fetch(
     async for hook in start(tmp_path, registry, key):
         answers = await asyncio.gather(*(hook.review(pod_review(image)) for _ in range(100)))
         assert all(answer["allowed"] for answer in answers)
-        assert dict(hook.transport.counts) == COLD
+        assert cold_fetches(dict(hook.transport.counts)), hook.transport.counts
         metrics = (await hook.client.get("/metrics")).text
         assert 'sealgate_cache_requests_total{fact="signature",result="shared"}' in metrics
 

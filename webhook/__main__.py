@@ -147,6 +147,10 @@ def _serve(args: argparse.Namespace) -> int:
         if not path.is_file():
             print(f"sealgate: {path}: no such file", file=sys.stderr)
             return 2
+    if settings.cache_url is not None and settings.cache_key is not None:
+        from webhook.sharedcache import load_cache_key
+
+        load_cache_key(settings.cache_key)  # an unreadable or short key is a start-up error
     return serve(settings, log_level=args.log_level)
 
 

@@ -74,11 +74,18 @@ def parse_review(body: bytes) -> AdmissionRequest:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise AdmissionError("request.uid is missing")
-    _str(uid, "request.uid")
-    # Without request.kind the images cannot be found: never decide (and allow) it blind.
+    _text(uid, "request.uid")
+    # Not an AdmissionReview of anything: a review without a kind must never be allowed
+    # for want of images to look at (issue 11).
     kind_info = request.get("kind")
-    if not isinstance(kind_info, dict) or not _str(kind_info.get("kind"), "request.kind.kind"):
-        raise AdmissionError("request.kind is missing (an object naming the kind)")
+    if not isinstance(kind_info, dict):
+        raise AdmissionError("request.kind must be an object with a kind")
+    kind = kind_info.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise AdmissionError("request.kind.kind must be a non-empty string")
+    operation = request.get("operation")
+    if not isinstance(operation, str) or not operation:
+        raise AdmissionError("request.operation must be a non-empty string")
     return request_from_dict(request)
 
 
@@ -156,11 +163,9 @@ def object_images(kind: str, obj: Mapping[str, Any]) -> tuple[str, ...]:
     spec = pod_spec(kind, obj)
     if spec is None:
         return ()
-    images: list[str] = []
-    for _name, _index, image in containers_of(spec):
-        if image not in images:
-            images.append(image)
-    return tuple(images)
+    # dict.fromkeys: linear in the number of containers, first-seen order (a Pod may
+    # carry tens of thousands of containers; a list membership test was quadratic)
+    return tuple(dict.fromkeys(image for _name, _index, image in containers_of(spec)))
 
 
 def pod_spec(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -200,7 +205,10 @@ def containers_of(spec: Mapping[str, Any]) -> list[tuple[str, int, str]]:
             image = container.get("image")
             if image is None:
                 continue
-            found.append((name, index, _str(image, f"{name}[{index}].image") or ""))
+            if not isinstance(image, str):
+                raise AdmissionError(f"{name}[{index}].image must be a string")
+            _text(image, f"{name}[{index}].image")
+            found.append((name, index, image))
     return found
 
 
@@ -216,7 +224,9 @@ def break_glass_reason(kind: str, obj: Mapping[str, Any]) -> str | None:
     if not isinstance(annotations, dict):
         return None
     reason = annotations.get(BREAK_GLASS_ANNOTATION)
-    if isinstance(reason, str) and _str(reason, BREAK_GLASS_ANNOTATION) and reason.strip():
+    if isinstance(reason, str):
+        _text(reason, f"annotation {BREAK_GLASS_ANNOTATION}")
+    if isinstance(reason, str) and reason.strip():
         return reason.strip()
     return None
 
@@ -248,10 +258,15 @@ def _str(value: Any, what: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise AdmissionError(f"{what} must be a string")
+    return _text(value, what)
+
+
+def _text(value: str, what: str) -> str:
+    """``value`` if it is valid Unicode text. JSON may escape a lone UTF-16 surrogate
+    (``"\\ud800"``), which no UTF-8 audit line can hold: reject it here, as a 400."""
     if not value.isascii():
         try:
-            value.encode()
+            value.encode("utf-8")
         except UnicodeEncodeError:
-            # a lone UTF-16 surrogate ("\ud800"): valid JSON, but no audit line can hold it
-            raise AdmissionError(f"{what} is not valid Unicode (a lone surrogate)") from None
+            raise AdmissionError(f"{what} contains a lone UTF-16 surrogate") from None
     return value

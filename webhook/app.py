@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("sealgate")
 
 
+_PARSE_INLINE_BYTES = 64 * 1024
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -177,6 +180,9 @@ async def readyz(request: Request) -> Response:
     state: AppState | None = getattr(request.app.state, "sealgate", None)
     if state is None:
         return JSONResponse({"ready": False, "generation": 0}, status_code=503)
+    if getattr(request.app.state, "draining", False):  # SIGTERM: endpoints drain (SPEC §9)
+        return JSONResponse({"ready": False, "generation": state.policies.generation},
+                            status_code=503)
     if state.cluster is not None and not state.cluster.synced.is_set():
         # ImagePolicy objects never listed yet: serving now would enforce none of them
         return JSONResponse({"ready": False, "generation": 0}, status_code=503)
@@ -216,17 +222,33 @@ async def _review(request: Request, state: AppState) -> AdmissionRequest | JSONR
     """The parsed AdmissionReview, or the 400/413 answer (logged and counted, not audited)."""
     limit = state.settings.max_body_bytes
     try:
-        body = await _read_body(request, limit)
+        # a client trickling its body holds a connection, never more than a deadline
+        with anyio.fail_after(state.settings.deadline):
+            body = await _read_body(request, limit)
     except BodyTooLarge:
         return _as_response(*_rejected(state, 413, f"request body over {limit} bytes"))
+    except TimeoutError:
+        return _as_response(*_rejected(state, 408, _slow_body(state)))
     except ClientDisconnect:
         return _as_response(*_rejected(state, 400, "client disconnected while sending the body"))
-    return _parsed(state, body)
+    return await _parsed(state, body)
 
 
-def _parsed(state: AppState, body: bytes) -> AdmissionRequest | JSONResponse:
+def _slow_body(state: AppState) -> str:
+    return f"request body not received within {state.settings.deadline:g}s"
+
+
+async def _parse(body: bytes) -> AdmissionRequest:
+    if len(body) > _PARSE_INLINE_BYTES:
+        # a large review (tens of thousands of containers) parses in a worker thread,
+        # so /healthz and small reviews don't wait behind it (issue 11)
+        return await anyio.to_thread.run_sync(parse_review, body)
+    return parse_review(body)
+
+
+async def _parsed(state: AppState, body: bytes) -> AdmissionRequest | JSONResponse:
     try:
-        return parse_review(body)
+        return await _parse(body)
     except AdmissionError as exc:
         return _as_response(*_rejected(state, 400, f"malformed AdmissionReview: {exc}"))
 
@@ -244,6 +266,7 @@ async def _decide(state: AppState, review: AdmissionRequest) -> Decision:
             deadline=state.settings.deadline,
             mode_override=state.settings.mode_override,
             memo=state.memo,
+            max_images=state.settings.max_images,
         )
     # pod pull secrets: credentials differ per pod, so no decision is reused across pods
     chain = await state.pull_secrets.chain(review)
@@ -254,6 +277,7 @@ async def _decide(state: AppState, review: AdmissionRequest) -> Decision:
             facts=state.gatherer,
             deadline=state.settings.deadline,
             mode_override=state.settings.mode_override,
+            max_images=state.settings.max_images,
         )
 
 
@@ -325,6 +349,8 @@ async def _validate_body(state: AppState, scope: Scope, receive: Receive,
             break
     chunks: list[bytes] = []
     size = 0
+    # (a client trickling its body is cut off with 408 by the server's protocol,
+    # webhook.serving, which keeps a per-request timer off this path)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -337,7 +363,7 @@ async def _validate_body(state: AppState, scope: Scope, receive: Receive,
         if not message.get("more_body", False):
             break
     try:
-        review = parse_review(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        review = await _parse(chunks[0] if len(chunks) == 1 else b"".join(chunks))
     except AdmissionError as exc:
         return _rejected(state, 400, f"malformed AdmissionReview: {exc}")
     return await _admit(state, review, started)

@@ -4,6 +4,10 @@ Keys hold facts (a digest, a signature outcome for (repository, digest,
 authority), a scan result), never decisions, so a policy edit takes effect at
 once. Successes live ``success_ttl``, definitive failures ``failure_ttl``;
 errors (registry down, timeout) are never stored: the next request asks again.
+
+A second level (SPEC §9: the shared cache on Valkey/Redis, webhook/sharedcache.py)
+may sit behind it. It is consulted only by the single fetch of a local miss, so a
+local hit costs exactly what it did without it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from cachetools import TLRUCache
 
@@ -29,11 +33,37 @@ class CacheSettings:
     failure_ttl: float = 30.0
 
 
+class SecondLevel(Protocol):
+    """A cache level behind this one, shared with other processes."""
+
+    def shares(self, fact: str) -> bool:
+        """Whether facts of this type go through this level at all."""
+        ...
+
+    async def get_or_fetch(
+        self,
+        fact: str,
+        key: Hashable,
+        fetch: Callable[[], Awaitable[T]],
+        ttl_of: Callable[[T], float | None],
+    ) -> tuple[T, float | None, bool]:
+        """(value, seconds to keep it locally or None, whether it came from this level)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry(Generic[T]):
     value: T
     ttl: float
     expires: float  # on the cache's timer: what a decision built on it may last
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One shared fetch and how many requests still wait for it."""
+
+    task: asyncio.Future[Any]
+    waiters: int = 0
 
 
 class FactCache:
@@ -45,12 +75,14 @@ class FactCache:
         *,
         timer: Callable[[], float] = time.monotonic,
         on_event: CacheEvent | None = None,
+        second: SecondLevel | None = None,
     ) -> None:
         self.settings = settings or CacheSettings()
         self._timer = timer
         self._on_event = on_event
+        self.second = second
         self._caches: dict[str, TLRUCache[Hashable, _Entry[Any]]] = {}
-        self._inflight: dict[tuple[str, Hashable], asyncio.Future[Any]] = {}
+        self._inflight: dict[tuple[str, Hashable], _Flight] = {}
         self.epoch = 0  # bumped by clear(): what was built on older entries is stale
 
     def _cache(self, fact: str) -> TLRUCache[Hashable, _Entry[Any]]:
@@ -109,18 +141,39 @@ class FactCache:
         pending = self._inflight.get(flight_key)
         if pending is not None:
             self._event(fact, "shared")
-            # shield: one waiter reaching its deadline must not cancel the others' fetch
-            return await asyncio.shield(pending), True
+            value, _ = await self._wait(flight_key, pending)
+            return value, True
         self._event(fact, "miss")
-        task = asyncio.ensure_future(self._fetch(fact, key, fetch, classify))
-        self._inflight[flight_key] = task
-        task.add_done_callback(lambda done: self._finished(flight_key, done))
-        return await asyncio.shield(task), False
+        flight = _Flight(asyncio.ensure_future(self._fetch(fact, key, fetch, classify)))
+        self._inflight[flight_key] = flight
+        flight.task.add_done_callback(lambda done: self._finished(flight_key, flight))
+        value, from_second = await self._wait(flight_key, flight)
+        return value, from_second
 
-    def _finished(self, flight_key: tuple[str, Hashable], task: asyncio.Future[Any]) -> None:
-        self._inflight.pop(flight_key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have left at its deadline
+    async def _wait(self, flight_key: tuple[str, Hashable], flight: _Flight) -> Any:
+        """Wait for a shared fetch. Shielded: one waiter reaching its deadline must not
+        cancel the others' fetch; but a fetch whose waiters have all gone is cancelled,
+        so one request's abandoned work never queues ahead of another's (issue 11)."""
+        flight.waiters += 1
+        try:
+            return await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                if self._inflight.get(flight_key) is flight:
+                    del self._inflight[flight_key]  # a newcomer starts afresh
+                flight.task.cancel()
+
+    def _finished(self, flight_key: tuple[str, Hashable], flight: _Flight) -> None:
+        if self._inflight.get(flight_key) is flight:
+            del self._inflight[flight_key]
+        if not flight.task.cancelled():
+            flight.task.exception()  # retrieved: every waiter may have left at its deadline
+
+    @property
+    def inflight(self) -> int:
+        """Shared fetches running now (tests and metrics)."""
+        return len(self._inflight)
 
     async def _fetch(
         self,
@@ -128,12 +181,18 @@ class FactCache:
         key: Hashable,
         fetch: Callable[[], Awaitable[T]],
         classify: Callable[[T], Verdict],
-    ) -> T:
-        value = await fetch()
-        ttl = self.ttl_for(classify(value), fact=fact)
+    ) -> tuple[T, bool]:
+        second = self.second
+        if second is not None and second.shares(fact):
+            value, ttl, from_second = await second.get_or_fetch(
+                fact, key, fetch, lambda fetched: self.ttl_for(classify(fetched), fact=fact)
+            )
+        else:
+            value = await fetch()
+            ttl, from_second = self.ttl_for(classify(value), fact=fact), False
         if ttl is not None and ttl > 0:
             self._cache(fact)[key] = _Entry(value, ttl, self._timer() + ttl)
-        return value
+        return value, from_second
 
     def clear(self) -> None:
         for cache in self._caches.values():

@@ -331,8 +331,10 @@ def _check_image(
             ref=ref_text, name=ref.name if ref else None, digest=facts.resolved_digest,
             policy=policy.name, rule=rule.name if rule else None, mode=mode, signatures=sigs,
             signature_reasons=reasons, signature_keys=keys, scan=scan,
-            violations=tuple(f.message for f in findings if f.level != "allow"),
-            violation_levels=tuple(f.level for f in findings if f.level != "allow"),
+            # an error that onError allowed stays on record, with level "allow": the
+            # audit line must say why a check did not complete (issue 11)
+            violations=tuple(f.message for f in findings if f.level != "allow" or f.error),
+            violation_levels=tuple(f.level for f in findings if f.level != "allow" or f.error),
             cached=facts.cached, denied=False, credential=facts.credential,
         )
 

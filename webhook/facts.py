@@ -27,6 +27,7 @@ from webhook.errors import (
     RegistryError,
     SealgateError,
 )
+from webhook.fairness import end_request, start_request
 from webhook.harbor import HarborClient
 from webhook.metrics import Metrics
 from webhook.oci import Descriptor
@@ -41,6 +42,7 @@ from webhook.registry import (
 )
 from webhook.scans import ScanReportError, fact_from_statement, is_scan_statement
 from webhook.settings import Settings
+from webhook.sharedcache import shared_cache
 from webhook.signatures.attestations import (
     AttachedAttestations,
     fetch_attestations,
@@ -124,11 +126,16 @@ class FactGatherer:
         if cached is not None:
             return cached.facts
         progress = {plan.ref_text: _Progress() for plan in plans}
-        with anyio.move_on_after(deadline):
-            async with anyio.create_task_group() as tg:
-                for plan in plans:
-                    if plan.ref is not None and plan.needs_digest:
-                        tg.start_soon(self._check_image, plan, plan.ref, progress[plan.ref_text])
+        owner = start_request()  # registry slots are shared round robin between requests
+        try:
+            with anyio.move_on_after(deadline):
+                async with anyio.create_task_group() as tg:
+                    for plan in plans:
+                        if plan.ref is not None and plan.needs_digest:
+                            tg.start_soon(self._check_image, plan, plan.ref,
+                                          progress[plan.ref_text])
+        finally:
+            end_request(owner)
         return self._facts(plans, progress, deadline)
 
     def gather_cached(self, plans: tuple[CheckPlan, ...], *, deadline: float) -> CachedFacts | None:
@@ -429,10 +436,13 @@ async def registry_facts(
     )
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     timeout = httpx.Timeout(settings.deadline, connect=min(3.0, settings.deadline))
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as http:
+    async with shared_cache(settings, metrics=metrics) as cache.second, httpx.AsyncClient(
+        limits=limits, timeout=timeout, transport=transport
+    ) as http:
         registry = RegistryClient(
             http, credentials=credentials, insecure=settings.insecure_registries,
             on_response=metrics.registry_response if metrics is not None else None,
+            limits=settings.registry_limits, max_concurrency=settings.registry_concurrency,
         )
         harbor = HarborClient(http, credentials=credentials,
                               insecure=settings.insecure_registries)

@@ -71,8 +71,38 @@ class Metrics:
             "seq of the last audit line written, per chain (a log cut short shows against it)",
             ["chain"], registry=self.registry, multiprocess_mode="max",
         )
+        # SPEC §9 shared cache (Valkey/Redis)
+        self.cache_integrity_failures = Counter(
+            "sealgate_cache_integrity_failures",
+            "Shared cache entries that failed their HMAC check (treated as misses)",
+            ["fact"], registry=self.registry,
+        )
+        self.shared_cache_requests = Counter(
+            "sealgate_shared_cache_requests",
+            "Shared cache lookups after a local miss: hit, waited (a peer's fetch answered), "
+            "miss, skipped (unavailable)",
+            ["fact", "result"], registry=self.registry,
+        )
+        self.shared_cache_errors = Counter(
+            "sealgate_shared_cache_errors",
+            "Shared cache calls that failed or outlasted SEALGATE_CACHE_TIMEOUT",
+            ["reason"], registry=self.registry,
+        )
+        self._shared_cache_up: Gauge | None = None
         # labelled children, bound once: labels() costs more than the increment
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    @property
+    def shared_cache_up(self) -> Gauge:
+        """1 while the shared cache answers, 0 while it is skipped; exported only when
+        SEALGATE_CACHE_URL is set, so installs without one never look "down"."""
+        if self._shared_cache_up is None:
+            self._shared_cache_up = Gauge(
+                "sealgate_shared_cache_up",
+                "1 while the shared cache (SEALGATE_CACHE_URL) answers in time, else 0",
+                registry=self.registry, multiprocess_mode="livemin",
+            )
+        return self._shared_cache_up
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)

@@ -26,6 +26,7 @@ from webhook.decision import (
     plan_checks,
     stable_until,
 )
+from webhook.limits import DEFAULT_MAX_IMAGES, max_images_message
 from webhook.policy import Mode, PolicySet
 
 log = logging.getLogger("sealgate")
@@ -96,8 +97,14 @@ async def decide_request(
     mode_override: Mode | None = None,
     now: dt.datetime | None = None,
     memo: DecisionMemo | None = None,
+    max_images: int = DEFAULT_MAX_IMAGES,
 ) -> Decision:
     """Decide one request; an unexpected failure denies (never an allow from a failure)."""
+    if len(request.images) > max_images:
+        # SPEC §9: denied, naming the limit, whatever onError says; no fetch is started,
+        # so one request cannot queue thousands of registry requests ahead of others.
+        return Decision("deny", "error", max_images_message(len(request.images), max_images),
+                        (), (), ())
     try:
         applicable = policies.applicable(request.namespace)
         glass = (

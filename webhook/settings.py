@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from webhook.durations import parse_duration
 from webhook.errors import SealgateError
+from webhook.limits import DEFAULT_MAX_IMAGES, MIB, RegistryLimits
 from webhook.policy import Mode
 
 POLICY_SOURCES = ("files", "crd", "both")
@@ -43,6 +44,20 @@ class Settings:
     pod_pull_secrets: bool = False  # registry credentials from pods' imagePullSecrets
     audit_key: Path | None = None  # file with the HMAC key of the audit chain (SPEC §9)
     workers: int = 1  # processes serving one port (SPEC §9)
+    # SPEC §9 hard limits: what one request can make sealgate do
+    max_images: int = DEFAULT_MAX_IMAGES  # distinct images per request; over it: denied
+    max_manifest_bytes: int = 4 * MIB
+    max_blob_bytes: int = 4 * MIB
+    max_referrers_bytes: int = 4 * MIB
+    max_signatures: int = 100  # signatures (and attestations) examined per image
+    max_referrers: int = 1000  # referrers examined per image
+    max_header_bytes: int = 64 * 1024  # all request headers of one request: else 431
+    max_headers: int = 100  # request header lines: else 431
+    registry_concurrency: int = 32  # requests in flight per registry
+    # SPEC §9 shared cache: redis:// or rediss:// (Valkey or Redis) behind the local cache
+    cache_url: str | None = None
+    cache_key: Path | None = None  # file holding the HMAC key; required with cache_url
+    cache_timeout: float = 0.05  # slower answers are skipped (local cache only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -98,6 +113,12 @@ class Settings:
                 values["workers"] = int(v)
             except ValueError:
                 raise SettingsError(f"SEALGATE_WORKERS: not a whole number: {v!r}") from None
+        for attr, var in _COUNTS:
+            if (v := text(var)) is not None:
+                values[attr] = _count(v, var)
+        for attr, var in _SIZES:
+            if (v := text(var)) is not None:
+                values[attr] = _size(v, var)
         if (v := text("SEALGATE_INSECURE_REGISTRIES")) is not None:
             values["insecure_registries"] = frozenset(
                 part.strip() for part in v.split(",") if part.strip()
@@ -114,6 +135,7 @@ class Settings:
             values["pod_pull_secrets"] = _bool(v, "SEALGATE_POD_PULL_SECRETS")
         if (v := text("SEALGATE_POLICY_SOURCE")) is not None:
             values["policy_source"] = v
+        _shared_cache(text, values)
         settings = cls(**values)
         flags = {k: v for k, v in overrides.items() if v is not None}
         settings = replace(settings, **flags) if flags else settings
@@ -125,6 +147,82 @@ class Settings:
         if settings.workers < 1:
             raise SettingsError(f"SEALGATE_WORKERS: must be at least 1, not {settings.workers}")
         return settings
+
+    @property
+    def registry_limits(self) -> RegistryLimits:
+        return RegistryLimits(
+            max_manifest_bytes=self.max_manifest_bytes,
+            max_blob_bytes=self.max_blob_bytes,
+            max_referrers_bytes=self.max_referrers_bytes,
+            max_signatures=self.max_signatures,
+            max_referrers=self.max_referrers,
+        )
+
+
+_COUNTS = (
+    ("max_images", "SEALGATE_MAX_IMAGES"),
+    ("max_signatures", "SEALGATE_MAX_SIGNATURES"),
+    ("max_referrers", "SEALGATE_MAX_REFERRERS"),
+    ("max_headers", "SEALGATE_MAX_HEADERS"),
+    ("registry_concurrency", "SEALGATE_REGISTRY_CONCURRENCY"),
+)
+_SIZES = (
+    ("max_manifest_bytes", "SEALGATE_MAX_MANIFEST_BYTES"),
+    ("max_blob_bytes", "SEALGATE_MAX_BLOB_BYTES"),
+    ("max_referrers_bytes", "SEALGATE_MAX_REFERRERS_BYTES"),
+    ("max_header_bytes", "SEALGATE_MAX_HEADER_BYTES"),
+)
+_UNITS = {"": 1, "k": 1000, "ki": 1024, "m": 1000**2, "mi": 1024**2}
+
+
+def _count(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}: not a whole number: {value!r}") from None
+    if number < 1:
+        raise SettingsError(f"{name}: must be at least 1")
+    return number
+
+
+def _size(value: str, name: str) -> int:
+    """Bytes: ``4194304``, ``4Mi``, ``512Ki``, ``1M``."""
+    text = value.strip()
+    digits = text.rstrip("KkMmIi")
+    unit = text[len(digits):].lower()
+    if not digits.isdigit() or unit not in _UNITS:
+        raise SettingsError(f"{name}: not a size in bytes (e.g. 4Mi, 65536): {value!r}")
+    size = int(digits) * _UNITS[unit]
+    if size < 1:
+        raise SettingsError(f"{name}: must be at least 1 byte")
+    return size
+
+
+def _shared_cache(text: Callable[[str], str | None], values: dict[str, Any]) -> None:
+    """SEALGATE_CACHE_URL / _KEY / _TIMEOUT (SPEC §9): a URL without a key is refused."""
+    if (v := text("SEALGATE_CACHE_TIMEOUT")) is not None:
+        try:
+            values["cache_timeout"] = parse_duration(v).total_seconds()
+        except ValueError as exc:
+            raise SettingsError(f"SEALGATE_CACHE_TIMEOUT: {exc}") from exc
+        if values["cache_timeout"] <= 0:
+            raise SettingsError("SEALGATE_CACHE_TIMEOUT: must be greater than zero")
+    if (v := text("SEALGATE_CACHE_KEY")) is not None:
+        values["cache_key"] = Path(v)
+    url = text("SEALGATE_CACHE_URL")
+    if url is None:
+        return
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss"):
+        raise SettingsError(
+            "SEALGATE_CACHE_URL: must start with redis:// or rediss:// (Valkey or Redis)"
+        )
+    if "cache_key" not in values:
+        raise SettingsError(
+            "SEALGATE_CACHE_KEY: required with SEALGATE_CACHE_URL (a file holding the secret "
+            "that authenticates shared cache entries)"
+        )
+    values["cache_url"] = url
 
 
 def _port(value: str, name: str) -> int:

@@ -29,6 +29,8 @@ from webhook.errors import (
     RegistryContentError,
     RegistryError,
 )
+from webhook.fairness import FairLimiter
+from webhook.limits import RegistryLimits
 from webhook.oci import MANIFEST_MEDIA_TYPES, Descriptor, Manifest, SignatureLayer
 from webhook.references import DOCKER_HUB, ImageReference
 from webhook.registry import referrers as _referrers
@@ -36,9 +38,6 @@ from webhook.registry.auth import Authenticator
 from webhook.registry.content import (
     _ERROR_BODY_BYTES,
     _MAX_TRACKED,
-    MAX_BLOB_BYTES,
-    MAX_MANIFEST_BYTES,
-    MAX_SIGNATURE_LAYERS,
     _describe,
     _error_code,
     _Fetched,
@@ -73,14 +72,17 @@ class RegistryClient:
         backoff: float = 0.1,
         max_concurrency: int = 32,
         on_response: Callable[[str, str], None] | None = None,
+        limits: RegistryLimits | None = None,
     ) -> None:
         self._http = http
+        self.limits = limits or RegistryLimits()  # SPEC §9 hard limits (settings)
         self._insecure = insecure
         self._clock = clock
         self._retries = retries
         self._backoff = backoff
         self._max_concurrency = max_concurrency
-        self._limits: dict[str, anyio.Semaphore] = {}
+        # per registry; round robin between admission requests (webhook.fairness)
+        self._limits: dict[str, FairLimiter] = {}
         self._on_response = on_response
         # registries that answered 404 for the referrers API: host -> monotonic expiry
         self._no_referrers_api: dict[str, float] = {}
@@ -109,7 +111,7 @@ class RegistryClient:
             f"/v2/{ref.repository}/manifests/{reference}",
             what=what,
             accept=_MANIFEST_ACCEPT,
-            max_bytes=MAX_MANIFEST_BYTES,
+            max_bytes=self.limits.max_manifest_bytes,
         )
         if fetched.status == 404:
             raise ManifestUnknownError(
@@ -139,7 +141,7 @@ class RegistryClient:
         return manifest.digest
 
     async def get_blob(
-        self, ref: ImageReference, digest: str, *, max_bytes: int = MAX_BLOB_BYTES
+        self, ref: ImageReference, digest: str, *, max_bytes: int | None = None
     ) -> bytes:
         """A blob's bytes, verified against ``digest``; redirects (CDNs) are followed."""
         what = f"blob {ref.repository}@{digest}"
@@ -147,7 +149,7 @@ class RegistryClient:
             ref,
             f"/v2/{ref.repository}/blobs/{digest}",
             what=what,
-            max_bytes=max_bytes,
+            max_bytes=self.limits.max_blob_bytes if max_bytes is None else max_bytes,
             follow_redirects=True,
         )
         if fetched.status == 404:
@@ -207,7 +209,7 @@ class RegistryClient:
         except ManifestUnknownError:
             return []  # no such tag: a definitive "nothing attached", not an error
         what = f"{kind} manifest {ref.repository}:{tag}"
-        layers = _signature_layers(manifest.content, ref, what)[:MAX_SIGNATURE_LAYERS]
+        layers = _signature_layers(manifest.content, ref, what)[:self.limits.max_signatures]
         payloads: list[bytes | None] = [None] * len(layers)
         errors: list[RegistryError] = []
         limiter = anyio.Semaphore(_LAYER_CONCURRENCY)
@@ -312,9 +314,9 @@ class RegistryClient:
             if len(self._limits) >= _MAX_TRACKED:
                 # forget idle registries' semaphores (one in use is never dropped)
                 for registry, idle in list(self._limits.items()):
-                    if idle.value == self._max_concurrency:
+                    if idle.idle:
                         del self._limits[registry]
-            limit = self._limits[ref.registry] = anyio.Semaphore(self._max_concurrency)
+            limit = self._limits[ref.registry] = FairLimiter(self._max_concurrency)
         attempt = 0
         while True:
             try:

@@ -17,7 +17,6 @@ from webhook.errors import ManifestUnknownError, RegistryContentError, RegistryE
 from webhook.oci import OCI_INDEX, SIGSTORE_BUNDLE_MEDIA_TYPES, Descriptor
 from webhook.references import ImageReference
 from webhook.registry.content import (
-    MAX_MANIFEST_BYTES,
     _error_code,
     _prune_expiring,
     _signature_layers,
@@ -90,7 +89,8 @@ async def _referrers_api(
     found: list[Descriptor] = []
     for page in range(MAX_REFERRER_PAGES):
         fetched = await client._request(
-            ref, path, what=what, accept=OCI_INDEX, max_bytes=MAX_MANIFEST_BYTES
+            ref, path, what=what, accept=OCI_INDEX,
+            max_bytes=client.limits.max_referrers_bytes,
         )
         if fetched.status == 404:
             if "NAME_UNKNOWN" in _error_code(fetched.content):
@@ -104,8 +104,8 @@ async def _referrers_api(
                 f"registry {ref.registry} answered HTTP 404 for a next page of {what}"
             )
         found.extend(_index_descriptors(fetched.content, ref, what))
-        if len(found) >= MAX_REFERRERS:
-            return found[:MAX_REFERRERS]
+        if len(found) >= client.limits.max_referrers:
+            return found[:client.limits.max_referrers]
         next_path = _next_link(fetched.headers, client.base_url(ref.registry))
         if next_path is None:
             return found
@@ -123,7 +123,7 @@ async def _referrers_tag(
     except ManifestUnknownError:
         return []
     what = f"referrers tag {ref.repository}:{tag}"
-    return _index_descriptors(manifest.content, ref, what)[:MAX_REFERRERS]
+    return _index_descriptors(manifest.content, ref, what)[:client.limits.max_referrers]
 
 
 def _index_descriptors(content: bytes, ref: ImageReference, what: str) -> list[Descriptor]:

@@ -318,7 +318,8 @@ async def fetch_attestations(
         group.start_soon(referrers)
     if errors:
         raise errors[0]
-    return AttachedAttestations(tuple(layers[:MAX_ATTESTATIONS]), tuple(bundles[:MAX_ATTESTATIONS]))
+    limit = min(MAX_ATTESTATIONS, registry.limits.max_signatures)
+    return AttachedAttestations(tuple(layers[:limit]), tuple(bundles[:limit]))
 
 
 async def verify_attestations(

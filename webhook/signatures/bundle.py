@@ -841,7 +841,7 @@ async def fetch_bundles(
         if predicate_type is None
         or descriptor.annotations.get(BUNDLE_PREDICATE_TYPE_ANNOTATION, predicate_type)
         == predicate_type
-    ][:MAX_BUNDLES]
+    ][:min(MAX_BUNDLES, registry.limits.max_signatures)]
     contents: list[bytes | None] = [None] * len(wanted)
     errors: list[RegistryError] = []
     limiter = anyio.Semaphore(_FETCH_CONCURRENCY)

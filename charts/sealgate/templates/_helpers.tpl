@@ -62,6 +62,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if or .Values.trustedRoots.existingConfigMap .Values.trustedRoots.files }}true{{ end }}
 {{- end }}
 
+{{/* The shared cache (SPEC §9): a URL (or a Secret holding one) and the HMAC key Secret. */}}
+{{- define "sealgate.sharedCacheEnabled" -}}
+{{- if or .Values.sharedCache.url .Values.sharedCache.urlSecret.name }}
+{{- if not .Values.sharedCache.keySecret.name }}
+{{- fail "sharedCache.keySecret.name is required with a shared cache URL: a Secret holding the key that authenticates cache entries (e.g. kubectl create secret generic sealgate-cache-key --from-literal=cache.key=$(head -c 32 /dev/urandom | base64))" }}
+{{- end }}
+{{- if and .Values.sharedCache.url .Values.sharedCache.urlSecret.name }}
+{{- fail "sharedCache: set url or urlSecret, not both" }}
+{{- end }}
+{{- if and .Values.sharedCache.url (not (regexMatch "^rediss?://" .Values.sharedCache.url)) }}
+{{- fail "sharedCache.url must start with redis:// or rediss://" }}
+{{- end }}true
+{{- end }}
+{{- end }}
+
 {{/* SEALGATE_DEADLINE: stays below the API server's timeoutSeconds (SPEC §4). */}}
 {{- define "sealgate.deadline" -}}
 {{- if .Values.config.deadline }}
@@ -213,7 +228,6 @@ roll on certificate changes only (SPEC §8) -- never on policy edits, which are 
       scope: Namespaced
 {{- end }}
 
-<<<<<<< HEAD
 {{/* Whether sealgate watches ImagePolicy objects (and so talks to the API server). */}}
 {{- define "sealgate.watchesCRD" -}}
 {{- if ne .Values.policySource "files" }}true{{ end -}}
@@ -223,7 +237,7 @@ roll on certificate changes only (SPEC §8) -- never on policy edits, which are 
 {{- define "sealgate.usesAPI" -}}
 {{- if or (include "sealgate.watchesCRD" .) .Values.podPullSecrets.enabled }}true{{ end -}}
 {{- end }}
-=======
+
 {{/*
 Worker processes: config.workers, else whole CPUs of resources.limits.cpu ("1", "2",
 "1500m" -> 1), at least 1. One worker per core uses the CPU limit without contention.
@@ -242,4 +256,3 @@ Worker processes: config.workers, else whole CPUs of resources.limits.cpu ("1", 
 {{- max 1 $workers -}}
 {{- end -}}
 {{- end -}}
->>>>>>> main
