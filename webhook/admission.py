@@ -207,7 +207,8 @@ def containers_of(spec: Mapping[str, Any]) -> list[tuple[str, int, str]]:
                 continue
             if not isinstance(image, str):
                 raise AdmissionError(f"{name}[{index}].image must be a string")
-            _text(image, f"{name}[{index}].image")
+            if not image.isascii():  # (the name is built only when it is needed)
+                _text(image, f"{name}[{index}].image")
             found.append((name, index, image))
     return found
 

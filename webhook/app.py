@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from webhook.admission import AdmissionRequest, parse_review, review_response
-from webhook.audit import AuditWriter, ImagesJSON, audit_record
+from webhook.audit import AuditWriter, DecisionJSON, audit_line
 from webhook.auditchain import read_key
 from webhook.decision import Decision
 from webhook.errors import AdmissionError, AuditWriteError
@@ -65,7 +65,7 @@ class AppState:
     audit: AuditWriter
     metrics: Metrics
     memo: DecisionMemo = field(default_factory=DecisionMemo)
-    images_json: ImagesJSON = field(default_factory=ImagesJSON)
+    decisions_json: DecisionJSON = field(default_factory=DecisionJSON)
     cluster: ClusterPolicies | None = None  # ImagePolicy objects (--policy-source crd|both)
     pull_secrets: PullSecrets | None = None  # SEALGATE_POD_PULL_SECRETS
 
@@ -293,10 +293,10 @@ async def _admit(state: AppState, review: AdmissionRequest, started: float) -> t
     """Decide, audit (before answering), count; the status and body of the answer."""
     decision = await _decide(state, review)
     latency = time.perf_counter() - started
-    record = audit_record(review, decision, now=dt.datetime.now(dt.UTC),
-                          latency_ms=latency * 1000, images_json=state.images_json)
+    line = audit_line(review, decision, now=dt.datetime.now(dt.UTC),
+                      latency_ms=latency * 1000, decisions=state.decisions_json)
     try:
-        await state.audit.append(record)
+        await state.audit.append(line)
     except AuditWriteError as exc:
         # A decision is never returned unrecorded: the API server's failurePolicy decides.
         log.error("audit write failed, answering 500: %s", exc)

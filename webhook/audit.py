@@ -38,32 +38,31 @@ from webhook.errors import AuditWriteError
 log = logging.getLogger("sealgate")
 
 
-class ImagesJSON:
-    """The ``images`` part of audit records, encoded once per decision object.
+class DecisionJSON:
+    """The decision's fields of audit lines (``decision`` … ``break_glass``, with the
+    per-image facts), encoded once per decision object.
 
     A decision reused from the warm path (``review.DecisionMemo``) is the same object
-    request after request; its per-image facts are the bulk of the line. Bounded.
+    request after request, and these fields are the bulk of its line. Bounded.
     """
 
     def __init__(self, maxsize: int = 4096) -> None:
-        self._encoded: LRUCache[int, tuple[Decision, orjson.Fragment]] = LRUCache(maxsize)
+        self._encoded: LRUCache[int, tuple[Decision, bytes]] = LRUCache(maxsize)
         self._lock = threading.Lock()
 
-    def __call__(self, decision: Decision) -> orjson.Fragment:
+    def __call__(self, decision: Decision) -> bytes:
         with self._lock:
             found = self._encoded.get(id(decision))
         if found is not None and found[0] is decision:
             return found[1]
-        fragment = orjson.Fragment(encode_record([_image(e) for e in decision.entries]))
+        encoded = encode_record(_decision_fields(decision))[1:-1]  # without the braces
         with self._lock:
-            self._encoded[id(decision)] = (decision, fragment)
-        return fragment
+            self._encoded[id(decision)] = (decision, encoded)
+        return encoded
 
 
-def audit_record(
-    request: AdmissionRequest, decision: Decision, *, now: dt.datetime, latency_ms: float,
-    images_json: ImagesJSON | None = None,
-) -> dict[str, Any]:
+def _request_fields(request: AdmissionRequest, now: dt.datetime,
+                    latency_ms: float) -> dict[str, Any]:
     return {
         "time": now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "uid": request.uid,
@@ -74,22 +73,40 @@ def audit_record(
         "sub_resource": request.sub_resource,
         "user": request.user,
         "dry_run": request.dry_run,
+        "latency_ms": round(latency_ms, 3),
+        # every image the request asked about, also when no policy applied (for replay)
+        "checked_images": list(request.images),
+    }
+
+
+def _decision_fields(decision: Decision) -> dict[str, Any]:
+    return {
         "decision": decision.decision,
         "reason": decision.reason,
         "message": decision.message or None,
         "warnings": list(decision.warnings),
         "enforced_by": list(decision.enforced_by),
-        "latency_ms": round(latency_ms, 3),
-        "images": (images_json(decision) if images_json is not None
-                   else [_image(entry) for entry in decision.entries]),
-        # every image the request asked about, also when no policy applied (for replay)
-        "checked_images": list(request.images),
+        "images": [_image(entry) for entry in decision.entries],
         "break_glass": (
             {"reason": decision.break_glass.reason, "user": decision.break_glass.user}
             if decision.break_glass is not None
             else None
         ),
     }
+
+
+def audit_line(request: AdmissionRequest, decision: Decision, *, now: dt.datetime,
+               latency_ms: float, decisions: DecisionJSON) -> bytes:
+    """The record ``audit_record`` builds, encoded (no newline, no chain links yet)."""
+    head = encode_record(_request_fields(request, now, latency_ms))
+    return head[:-1] + b"," + decisions(decision) + b"}"
+
+
+def audit_record(
+    request: AdmissionRequest, decision: Decision, *, now: dt.datetime, latency_ms: float
+) -> dict[str, Any]:
+    """One admission's audit record (SPEC §5, §8); ``audit_line`` is the same, encoded."""
+    return {**_request_fields(request, now, latency_ms), **_decision_fields(decision)}
 
 
 def _image(entry: ImageEntry) -> dict[str, Any]:
@@ -227,9 +244,10 @@ class AuditWriter:
         log.info("reopened audit log %s (chain %s continues at seq %d)",
                  self._path, self.chain, self._seq)
 
-    def _chained(self, record: dict[str, Any]) -> bytes:
-        """The record as its line of the chain (with newline); advances the chain."""
-        body = encode_record(record)
+    def _chained(self, record: dict[str, Any] | bytes) -> bytes:
+        """The record (or its encoded line) as its line of the chain (with newline);
+        advances the chain."""
+        body = record if isinstance(record, bytes) else encode_record(record)
         links = self._links()[1:]
         body = b"{" + links if body == b"{}" else body[:-1] + b"," + links
         self._prev = link(body, self._key)
@@ -244,7 +262,7 @@ class AuditWriter:
         if self._on_write is not None:
             self._on_write(self.chain, self._seq - 1)
 
-    async def append(self, record: dict[str, Any]) -> None:
+    async def append(self, record: dict[str, Any] | bytes) -> None:
         """Write ``record`` as the next line; returns once the sink has all of it."""
         if self._fd is None:
             self.open()
@@ -314,7 +332,7 @@ class AuditWriter:
         if self._on_write is not None:
             self._on_write(self.chain, pending.seq)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any] | bytes) -> None:
         """Blocking write of the next line (a sink that can block, or outside an event loop)."""
         with self._lock:
             if self._fd is None:

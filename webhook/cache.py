@@ -75,11 +75,13 @@ class FactCache:
         *,
         timer: Callable[[], float] = time.monotonic,
         on_event: CacheEvent | None = None,
+        on_hits: Callable[[str, int], None] | None = None,
         second: SecondLevel | None = None,
     ) -> None:
         self.settings = settings or CacheSettings()
         self._timer = timer
         self._on_event = on_event
+        self._on_hits = on_hits  # many hits of one fact type at once (the warm path)
         self.second = second
         self._caches: dict[str, TLRUCache[Hashable, _Entry[Any]]] = {}
         self._inflight: dict[tuple[str, Hashable], _Flight] = {}
@@ -118,6 +120,9 @@ class FactCache:
         return None if cache is None else cache.get(key)
 
     def hits(self, fact: str, count: int = 1) -> None:
+        if self._on_hits is not None:
+            self._on_hits(fact, count)
+            return
         for _ in range(count):
             self._event(fact, "hit")
 

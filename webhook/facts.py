@@ -433,6 +433,7 @@ async def registry_facts(
         CacheSettings(settings.cache_size, settings.digest_ttl, settings.success_ttl,
                       settings.failure_ttl),
         on_event=metrics.cache_event if metrics is not None else None,
+        on_hits=metrics.cache_hits if metrics is not None else None,
     )
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     timeout = httpx.Timeout(settings.deadline, connect=min(3.0, settings.deadline))

@@ -124,6 +124,9 @@ class Metrics:
     def cache_event(self, fact: str, result: str) -> None:
         self._child(self.cache_requests, fact, result).inc()
 
+    def cache_hits(self, fact: str, count: int) -> None:
+        self._child(self.cache_requests, fact, "hit").inc(count)
+
     def registry_response(self, registry: str, status: str) -> None:
         self._child(self.registry_requests, registry, status).inc()
 

@@ -154,6 +154,9 @@ def serve(settings: Settings, *, log_level: str) -> int:
         "lifespan": "on", "reload_interval": settings.reload_interval,
         "max_header_bytes": settings.max_header_bytes, "max_headers": settings.max_headers,
         "drain_timeout": settings.deadline + 2, "read_timeout": settings.deadline,
+        # the API server calls the webhook directly: no X-Forwarded-For to honour, and one
+        # middleware layer less on every request
+        "proxy_headers": False,
     }
     if settings.workers == 1:
         app = create_app(settings, policies=policies)
