@@ -187,18 +187,18 @@ class Bench:
                     time.sleep(0.1)
         raise SystemExit(f"{server.name} did not start in 60 s")
 
-    def start_floor(self) -> Server:
+    def start_floor(self, workers: int = 1) -> Server:
         (self.work / "floor_app.py").write_text(FLOOR_APP)
         port = free_port()
         certs = self.work / "certs"
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1",
              "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-             "--log-level", "warning", "--no-access-log",
+             "--log-level", "warning", "--no-access-log", "--workers", str(workers),
              "--ssl-certfile", str(certs / "tls.crt"), "--ssl-keyfile", str(certs / "tls.key")],
             cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        server = Server("floor", process, f"https://127.0.0.1:{port}")
+        server = Server(f"floor-{workers}w", process, f"https://127.0.0.1:{port}")
         self.servers.append(server)
         return server
 
@@ -313,15 +313,22 @@ def warm_path(bench: Bench, floor: Server, hook: Server, body_file: Path) -> dic
     return table
 
 
-def workers_scaling(bench: Bench, one: Server, two: Server, body_file: Path) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {"1 worker": [], "2 workers": []}
+def workers_scaling(bench: Bench, one: Server, two: Server, floors: tuple[Server, Server],
+                    body_file: Path) -> dict[str, Any]:
+    """Two sealgate workers against one, and the same for the floor: wrk shares the two
+    cores, so the floor's own ratio shows what two processes can reach on this machine."""
+    servers = {"1 worker": one, "2 workers": two, "floor 1 worker": floors[0],
+               "floor 2 workers": floors[1]}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     for _ in range(bench.args.rounds):
-        for name, server in (("1 worker", one), ("2 workers", two)):
+        for name, server in servers.items():
             runs[name].append(bench.measure(server, body_file, 64))
-    result: dict[str, Any] = {name: {"rps": _mean(rows, "rps"), "p99_ms": _mean(rows, "p99_ms"),
-                                     "audit_ok": all(r["audit"]["ok"] for r in rows)}
-                              for name, rows in runs.items()}
+    result: dict[str, Any] = {
+        name: {"rps": _mean(rows, "rps"), "p99_ms": _mean(rows, "p99_ms"),
+               "audit_ok": all(r["audit"]["ok"] for r in rows if "audit" in r)}
+        for name, rows in runs.items()}
     result["ratio"] = result["2 workers"]["rps"] / result["1 worker"]["rps"]
+    result["floor_ratio"] = result["floor 2 workers"]["rps"] / result["floor 1 worker"]["rps"]
     return result
 
 
@@ -364,7 +371,10 @@ def render(results: dict[str, Any]) -> str:
     if "workers" in results:
         w = results["workers"]
         lines += ["", f"Two workers (c=64): {w['2 workers']['rps']:,.0f} req/s against "
-                  f"{w['1 worker']['rps']:,.0f} for one: **{w['ratio']:.2f}x**"]
+                  f"{w['1 worker']['rps']:,.0f} for one: **{w['ratio']:.2f}x** (the floor, "
+                  f"same run: {w['floor 2 workers']['rps']:,.0f} against "
+                  f"{w['floor 1 worker']['rps']:,.0f}: {w['floor_ratio']:.2f}x; wrk shares the "
+                  "cores)"]
     for section in ("cold", "fanin", "rollout", "memory", "verification"):
         if section in results:
             lines += ["", f"{section}: {json.dumps(results[section])}"]
@@ -408,12 +418,13 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
             loadgen.run_wrk(server.url, body_file, connections=16, seconds=1)  # warm up
         results["warm"] = warm_path(bench, floor, hook, body_file)
         if not args.quick and not args.skip_workers:
-            floor.stop()
             two = bench.start_sealgate("sealgate-2w", policies, registry.host, workers=2)
-            bench.wait_ready(two, warmup)
-            loadgen.run_wrk(two.url, body_file, connections=16, seconds=1)
-            results["workers"] = workers_scaling(bench, hook, two, body_file)
-            for server in (hook, two):
+            floor_two = bench.start_floor(workers=2)
+            for server in (two, floor_two):
+                bench.wait_ready(server, warmup)
+                loadgen.run_wrk(server.url, body_file, connections=16, seconds=1)
+            results["workers"] = workers_scaling(bench, hook, two, (floor, floor_two), body_file)
+            for server in (hook, two, floor, floor_two):
                 server.stop()
             results.update(coldpath.measure_all(registry, key, quick=args.quick))
         else:
