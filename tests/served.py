@@ -104,18 +104,25 @@ def start_served(tmp_path: Path, policies: Path, env: dict[str, str] | None = No
 
 
 def wait_ready(served: Served, timeout: float = 20.0) -> None:
+    wait_for_readyz(served.url, served.context(), served.process, served.printed,
+                    timeout=timeout)
+
+
+def wait_for_readyz(url: str, context: ssl.SSLContext, process: subprocess.Popen[bytes],
+                    printed: Callable[[], str], *, timeout: float = 30.0) -> None:
+    """Until ``url``/readyz answers 200; AssertionError with what the process printed when
+    it exits first or is not ready in ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    context = served.context()
     while True:
-        if served.process.poll() is not None:
-            raise AssertionError(f"sealgate serve exited: {served.printed()}")
+        if process.poll() is not None:
+            raise AssertionError(f"sealgate serve exited: {printed()}")
         try:
-            if httpx.get(f"{served.url}/readyz", verify=context, timeout=1).status_code == 200:
+            if httpx.get(f"{url}/readyz", verify=context, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"sealgate serve not ready in {timeout:g}s: {served.printed()}")
+            raise AssertionError(f"sealgate serve not ready in {timeout:g}s: {printed()}")
         time.sleep(0.05)
 
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.kube_server import REPO, KubeServer, _free_port
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
+from tests.served import wait_for_readyz
 from tests.signing import cosign_layer, public_pem
 from webhook.certs import generate_certificates
 
@@ -135,18 +135,7 @@ def webhook(crd: KubeServer, registry: RegistryServer,
     trust = ssl.create_default_context(cafile=certs / "ca.crt")
     ca_bundle = base64.b64encode((certs / "ca.crt").read_bytes()).decode()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"sealgate serve exited: {log.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", verify=trust, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("sealgate serve did not become ready in 30 s")
-            time.sleep(0.1)
+        wait_for_readyz(url, trust, process, lambda: log.read_text(), timeout=30)
         kube.apply({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",

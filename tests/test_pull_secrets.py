@@ -12,7 +12,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.kube_server import KubeServer, _free_port
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
+from tests.served import wait_for_readyz
 from tests.signing import cosign_layer, public_pem
 from webhook.certs import generate_certificates
 from webhook.errors import RegistryError
@@ -167,18 +167,7 @@ def served(kube: KubeServer, private_registry: RegistryServer,
     trust = ssl.create_default_context(cafile=certs / "ca.crt")
     url = f"https://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"sealgate serve exited: {log.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", verify=trust, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("sealgate serve did not become ready in 30 s")
-            time.sleep(0.1)
+        wait_for_readyz(url, trust, process, lambda: log.read_text(), timeout=30)
         yield Served(url, trust, audit, log, f"{registry.host}/private/app:v1", registry.host)
     finally:
         process.terminate()

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.admission_helpers import pod_review, signed_image
 from tests.registry_server import RegistryServer
+from tests.served import wait_for_readyz
 from tests.signing import public_pem
 from tests.test_e2e import free_port
 from webhook.auditchain import read_log_lines, verify_lines
@@ -99,18 +100,7 @@ def workers(tmp_path: Path, registry: RegistryServer) -> Iterator[Workers]:
     url = f"https://127.0.0.1:{port}"
     trust = ssl.create_default_context(cafile=certs / "ca.crt")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited: {(tmp_path / 'serve.err').read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", verify=trust, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("serve --workers 2 did not become ready in 30 s")
-            time.sleep(0.1)
+        wait_for_readyz(url, trust, process, (tmp_path / "serve.err").read_text, timeout=30)
         yield Workers(url, trust, audit, policies, process, f"{registry.host}/team/app:v1")
     finally:
         if process.poll() is None:
