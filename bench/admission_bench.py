@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import ssl
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ from tests.admission_helpers import signed_image  # noqa: E402
 from tests.bundle_builder import attestation_layer, statement  # noqa: E402
 from tests.registry_server import RegistryServer, push_cosign_attestations  # noqa: E402
 from tests.signing import public_pem  # noqa: E402
+from tests.system import free_port  # noqa: E402
 from webhook.certs import generate_certificates  # noqa: E402
 from webhook.scans import VULN_PREDICATE  # noqa: E402
 
@@ -73,13 +73,6 @@ GOALS = {
     "cold critical-path depth": ("<=", 3),
     "RSS with 10,000 digests cached (MiB)": ("<=", 150),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pod_review(images: list[str], uid: str = "@UID@") -> bytes:

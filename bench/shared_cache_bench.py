@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -42,14 +41,8 @@ sys.path.insert(0, str(REPO))
 from tests.redis_server import RedisServer, find_redis_binary  # noqa: E402
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image  # noqa: E402
 from tests.signing import cosign_layer, public_pem  # noqa: E402
+from tests.system import free_port  # noqa: E402
 from webhook.certs import generate_certificates  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def review(image: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -32,6 +31,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.system import find_or_install, find_tool, free_port
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_APISERVER = REPO.parent / "shared" / "k8s" / "kube-apiserver.xz"
 ENV_BINARY = "SEALGATE_TEST_KUBE_APISERVER"
@@ -43,37 +44,13 @@ MISSING_MESSAGE = (
 _START_TIMEOUT = 90.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def find_etcd() -> str | None:
-    found = shutil.which("etcd")
-    if found:
-        return found
-    return "/usr/bin/etcd" if os.access("/usr/bin/etcd", os.X_OK) else None
+    return find_tool("etcd")
 
 
 def find_or_install_etcd() -> str | None:
     """Debian's etcd, installing ``etcd-server`` first when running as root."""
-    found = find_etcd()
-    if found or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command, timeout in (
-        (["apt-get", "update", "-qq"], 180),
-        (["apt-get", "install", "-y", "-qq", "--no-install-recommends", "etcd-server"], 300),
-    ):
-        try:
-            subprocess.run(command, env=env, timeout=timeout, check=False,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-    return find_etcd()
+    return find_or_install("etcd", "etcd-server")
 
 
 def apiserver_source() -> Path | None:
@@ -148,9 +125,9 @@ class KubeServer:
         (root / "sa.pub").write_bytes(key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         (root / "tokens.csv").write_text(f'{self.token},admin,admin-uid,"system:masters"\n')
-        etcd_port, peer_port = _free_port(), _free_port()
+        etcd_port, peer_port = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{etcd_port}"
-        self.port = _free_port()
+        self.port = free_port()
         # etcd reads ETCD_* variables as configuration: give it a clean environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         peer = f"http://127.0.0.1:{peer_port}"

@@ -6,14 +6,14 @@ it the hard way (SIGKILL), as a crashed cache node would go.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.system import find_or_install, find_tool, free_port
 
 if TYPE_CHECKING:
     import trustme
@@ -24,36 +24,12 @@ _START_TIMEOUT = 10.0
 
 
 def find_redis_binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    return _DEFAULT_BINARY if os.access(_DEFAULT_BINARY, os.X_OK) else None
+    return find_tool("redis-server")
 
 
 def find_or_install_redis_binary() -> str | None:
     """``redis-server``, installing Debian's package first when running as root."""
-    found = find_redis_binary()
-    if found or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command, timeout in (
-        (["apt-get", "update", "-qq"], 180),
-        (["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"], 300),
-    ):
-        try:
-            subprocess.run(command, env=env, timeout=timeout, check=False,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-    return find_redis_binary()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return find_or_install("redis-server", "redis-server")
 
 
 class RedisServer:

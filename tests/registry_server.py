@@ -15,10 +15,7 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import secrets
-import shutil
-import socket
 import ssl
 import subprocess
 import tarfile
@@ -29,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from tests.system import find_or_install, find_tool, free_port
 
 if TYPE_CHECKING:
     import trustme
@@ -55,32 +54,12 @@ Auth = tuple[str, str] | None
 
 def find_registry_binary() -> str | None:
     """Path of ``docker-registry`` if installed."""
-    found = shutil.which("docker-registry")
-    if found:
-        return found
-    return _DEFAULT_BINARY if os.access(_DEFAULT_BINARY, os.X_OK) else None
+    return find_tool("docker-registry")
 
 
 def find_or_install_registry_binary() -> str | None:
-    """``docker-registry``, installing Debian's package first when running as root.
-
-    Quiet and time-limited: a machine without network just ends up with None.
-    """
-    found = find_registry_binary()
-    if found or not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command, timeout in (
-        (["apt-get", "update", "-qq"], 180),
-        (["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker-registry"], 300),
-    ):
-        try:
-            subprocess.run(command, env=env, timeout=timeout, check=False,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-    return find_registry_binary()
+    """``docker-registry``, installing Debian's package first when running as root."""
+    return find_or_install("docker-registry", "docker-registry")
 
 
 # --------------------------------------------------------------------------- htpasswd
@@ -116,13 +95,6 @@ def bcrypt_hash(password: str) -> str:
 
 
 # --------------------------------------------------------------------------- the server
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RegistryServer:
@@ -187,7 +159,7 @@ class RegistryServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="sealgate-registry-")
         try:
             for attempt in range(3):  # a free port can be taken between probe and bind
-                self.port = self._fixed_port or _free_port()
+                self.port = self._fixed_port or free_port()
                 config = self._write_config(Path(self._tmp.name))
                 if self._launch(config, last=attempt == 2):
                     return

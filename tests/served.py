@@ -13,7 +13,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,14 +25,8 @@ from typing import Any
 
 import httpx
 
+from tests.system import free_port
 from webhook.certs import generate_certificates
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_bytes(pid: int) -> int:

@@ -19,7 +19,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.system import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -306,12 +307,6 @@ def test_dockerignore_semantics(path: str, ignored: bool) -> None:
 # --------------------------------------------------------------------------- the image, for real
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _run(command: str, *, cwd: Path, env: dict[str, str], timeout: float) -> str:
     result = subprocess.run(["/bin/sh", "-ec", command], cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=timeout, check=False)
@@ -420,7 +415,7 @@ def test_image_entrypoint_serves_https(image: Image, tmp_path: Path, stages: lis
     shutil.copytree(REPO / "policies" / "keys", policies / "keys")
     shutil.copy2(REPO / "policies" / "production.yaml", policies)
 
-    port = _free_port()
+    port = free_port()
     (entrypoint,) = stages[-1].all("ENTRYPOINT")
     command = [str(image.bin / json.loads(entrypoint)[0]), *json.loads(entrypoint)[1:],
                f"--cert={tls}/tls.crt", f"--key={tls}/tls.key", f"--policies={policies}",

@@ -23,14 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
 from tests.signing import cosign_layer, public_pem
+from tests.system import free_port
 from webhook.certs import generate_certificates
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

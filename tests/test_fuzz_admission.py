@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from tests.fuzz_reviews import hostile_reviews, well_formed_reviews
 from tests.fuzzing import budget, images_an_enforce_policy_denies, texts, write_json
 from tests.signing import public_pem
-from tests.test_e2e import free_port
+from tests.system import free_port
 from tests.test_fuzz_inputs import mutated_policy_documents
 from webhook.app import create_app
 from webhook.certs import generate_certificates

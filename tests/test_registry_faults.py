@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.admission_helpers import pod_review, policy_text, signed_image
 from tests.registry_server import OCI_INDEX, OCI_MANIFEST, RegistryServer
-from tests.served import FaultRegistry, free_port, rss_bytes
+from tests.served import FaultRegistry, rss_bytes
 from tests.signing import public_pem
+from tests.system import free_port
 from webhook.app import create_app
 from webhook.settings import Settings
 

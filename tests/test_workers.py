@@ -25,7 +25,7 @@ from tests.admission_helpers import pod_review, signed_image
 from tests.registry_server import RegistryServer
 from tests.served import wait_for_readyz
 from tests.signing import public_pem
-from tests.test_e2e import free_port
+from tests.system import free_port
 from webhook.auditchain import read_log_lines, verify_lines
 from webhook.certs import generate_certificates
 
