@@ -24,10 +24,11 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.kube_server import REPO, KubeServer, _free_port
+from tests.kube_server import REPO, KubeServer
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
 from tests.served import wait_for_readyz
 from tests.signing import cosign_layer, public_pem
+from tests.system import free_port
 from webhook.certs import generate_certificates
 
 CRD_FILE = REPO / "charts" / "sealgate" / "crds" / "imagepolicies.yaml"
@@ -119,7 +120,7 @@ def webhook(crd: KubeServer, registry: RegistryServer,
     policies.mkdir()
     (policies / "files.yaml").write_text(yaml.safe_dump(
         _policy("from-file", ["team-files"], key, f"{registry.host}/kube/**")))
-    port = _free_port()
+    port = free_port()
     log = root / "serve.log"
     log_handle = open(log, "wb")  # noqa: SIM115 - closed below
     env = {**os.environ, "SEALGATE_HOST": "127.0.0.1", "SEALGATE_PORT": str(port),

@@ -23,10 +23,11 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.kube_server import KubeServer, _free_port
+from tests.kube_server import KubeServer
 from tests.registry_server import RegistryServer, push_cosign_signature, push_image
 from tests.served import wait_for_readyz
 from tests.signing import cosign_layer, public_pem
+from tests.system import free_port
 from webhook.certs import generate_certificates
 from webhook.errors import RegistryError
 from webhook.kube.pullsecrets import parse_pull_secret
@@ -152,7 +153,7 @@ def served(kube: KubeServer, private_registry: RegistryServer,
             "signatures": {"authorities": [{"name": "ci", "key": {
                 "tlog": "off", "publicKey": public_pem(key).decode()}}]}}]},
     }))
-    port = _free_port()
+    port = free_port()
     audit, log = root / "audit.log", root / "serve.log"
     env = {**os.environ, "SEALGATE_HOST": "127.0.0.1", "SEALGATE_PORT": str(port),
            "SEALGATE_CERT": str(certs / "tls.crt"), "SEALGATE_KEY": str(certs / "tls.key"),
