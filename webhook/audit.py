@@ -149,9 +149,6 @@ def encode_record(record: dict[str, Any] | list[Any]) -> bytes:
     try:
         return orjson.dumps(record)
     except TypeError:
-        if isinstance(record, dict):
-            record = {k: orjson.loads(v.contents) if isinstance(v, orjson.Fragment) else v
-                      for k, v in record.items()}
         return json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode()
 
 
