@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import signal
 import ssl
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,11 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.admission_helpers import pod_review, signed_image
 from tests.registry_server import RegistryServer
-from tests.served import wait_for_readyz
+from tests.served import start_served, wait_ready
 from tests.signing import public_pem
-from tests.system import free_port
 from webhook.auditchain import read_log_lines, verify_lines
-from webhook.certs import generate_certificates
 
 
 @dataclass
@@ -78,39 +74,26 @@ def workers(tmp_path: Path, registry: RegistryServer) -> Iterator[Workers]:
     key = ec.generate_private_key(ec.SECP256R1())
     digest = signed_image(registry, key, "team/app")
     assert digest
-    certs = tmp_path / "certs"
-    generate_certificates(certs, service="sealgate", namespace="sealgate")
     policies = tmp_path / "policies"
     policies.mkdir()
     pem = textwrap.indent(public_pem(key).decode(), " " * 16)
     (policies / "p.yaml").write_text(POLICY.format(mode="enforce", host=registry.host, pem=pem))
-    (tmp_path / "pem").write_text(pem)
-    port = free_port()
-    audit = tmp_path / "audit.log"
-    env = {**os.environ, "SEALGATE_INSECURE_REGISTRIES": registry.host,
-           "SEALGATE_AUDIT_LOG": str(audit), "SEALGATE_RELOAD_INTERVAL": "0.2"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    errors = (tmp_path / "serve.err").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--policies", str(policies), "--cert", str(certs / "tls.crt"),
-         "--key", str(certs / "tls.key"), "--workers", "2", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=errors,
-    )
-    url = f"https://127.0.0.1:{port}"
-    trust = ssl.create_default_context(cafile=certs / "ca.crt")
+    served = start_served(
+        tmp_path, policies,
+        {"SEALGATE_INSECURE_REGISTRIES": registry.host, "SEALGATE_RELOAD_INTERVAL": "0.2",
+         "PROMETHEUS_MULTIPROC_DIR": ""},
+        args=("--workers", "2", "--log-level", "warning"), wait=False)
     try:
-        wait_for_readyz(url, trust, process, (tmp_path / "serve.err").read_text, timeout=30)
-        yield Workers(url, trust, audit, policies, process, f"{registry.host}/team/app:v1")
+        wait_ready(served, timeout=30)
+        yield Workers(served.url, served.context(), served.audit_log, policies,
+                      served.process, f"{registry.host}/team/app:v1")
     finally:
-        if process.poll() is None:
-            process.terminate()
+        if served.process.poll() is None:
             try:
-                process.wait(timeout=15)
+                served.terminate()
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        errors.close()
+                served.process.kill()
+                served.process.wait()
 
 
 def spread(workers: Workers, minimum: int = 60, limit: int = 600) -> list[httpx.Response]:
