@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.admission_helpers import request_kind
 from tests.registry_server import RegistryServer
 from webhook.app import create_app
 from webhook.settings import Settings
@@ -47,7 +48,7 @@ class TimingTransport(httpx.AsyncBaseTransport):
         started = time.perf_counter()
         response = await self.inner.handle_async_request(request)
         await response.aread()
-        self.spans.append(Span(_kind(request.url.path), started, time.perf_counter()))
+        self.spans.append(Span(request_kind(request.url.path), started, time.perf_counter()))
         return response
 
     async def aclose(self) -> None:
@@ -55,17 +56,6 @@ class TimingTransport(httpx.AsyncBaseTransport):
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(span.kind for span in self.spans))
-
-
-def _kind(path: str) -> str:
-    if "/referrers/" in path:
-        return "referrers-api"
-    if "/manifests/sha256-" in path:
-        return ("sig-manifest" if path.endswith(".sig")
-                else "att-manifest" if path.endswith(".att") else "referrers-tag")
-    if "/manifests/" in path:
-        return "manifest"
-    return "blob" if "/blobs/" in path else "other"
 
 
 def critical_depth(spans: list[Span]) -> int:

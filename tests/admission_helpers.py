@@ -66,6 +66,18 @@ def signed_image(registry: RegistryServer, key: PrivateKey, repo: str, tag: str 
     return digest
 
 
+def request_kind(path: str) -> str:
+    """What a registry request is for, from its path (counted by tests and the bench)."""
+    if "/referrers/" in path:
+        return "referrers-api"
+    if "/manifests/sha256-" in path:
+        return ("sig-manifest" if path.endswith(".sig")
+                else "att-manifest" if path.endswith(".att") else "referrers-tag")
+    if "/manifests/" in path:
+        return "manifest"
+    return "blob" if "/blobs/" in path else "other"
+
+
 class CountingTransport(httpx.AsyncBaseTransport):
     """The real network, counting requests by kind; ``down`` refuses connections."""
 
@@ -76,17 +88,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
         self.hang = hang
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if "/referrers/" in path:
-            kind = "referrers-api"
-        elif "/manifests/sha256-" in path:
-            kind = ("sig-manifest" if path.endswith(".sig")
-                    else "att-manifest" if path.endswith(".att") else "referrers-tag")
-        elif "/manifests/" in path:
-            kind = "manifest"
-        else:
-            kind = "blob" if "/blobs/" in path else "other"
-        self.counts[kind] += 1
+        self.counts[request_kind(request.url.path)] += 1
         if self.hang:
             await asyncio.sleep(30)
         if self.down:
