@@ -43,21 +43,19 @@ class DecisionJSON:
     per-image facts), encoded once per decision object.
 
     A decision reused from the warm path (``review.DecisionMemo``) is the same object
-    request after request, and these fields are the bulk of its line. Bounded.
+    request after request, and these fields are the bulk of its line. Bounded; one per
+    app, used on its event loop only.
     """
 
     def __init__(self, maxsize: int = 4096) -> None:
         self._encoded: LRUCache[int, tuple[Decision, bytes]] = LRUCache(maxsize)
-        self._lock = threading.Lock()
 
     def __call__(self, decision: Decision) -> bytes:
-        with self._lock:
-            found = self._encoded.get(id(decision))
+        found = self._encoded.get(id(decision))
         if found is not None and found[0] is decision:
             return found[1]
         encoded = encode_record(_decision_fields(decision))[1:-1]  # without the braces
-        with self._lock:
-            self._encoded[id(decision)] = (decision, encoded)
+        self._encoded[id(decision)] = (decision, encoded)
         return encoded
 
 

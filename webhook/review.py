@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -68,15 +67,14 @@ class DecisionMemo:
     unchanged: a fact is never used longer than the cache would serve it), and before
     the moment time could change it (``stable_until``: a scan report ageing past
     ``maxAge``, an ``ignore`` entry expiring). Bounded, least recently used first out.
+    One per app, used on its event loop only (so no lock).
     """
 
     def __init__(self, maxsize: int = 4096) -> None:
         self._entries: LRUCache[Hashable, _Remembered] = LRUCache(maxsize=maxsize)
-        self._lock = threading.Lock()  # `check` may decide from several threads
 
     def get(self, key: Hashable, policies: PolicySet, facts: CachedFactSource) -> Decision | None:
-        with self._lock:
-            entry = self._entries.get(key)
+        entry = self._entries.get(key)
         if entry is None or entry.policies is not policies or time.time() >= entry.until \
                 or not facts.still_fresh(entry.cached):
             return None
@@ -84,8 +82,7 @@ class DecisionMemo:
         return entry.decision
 
     def put(self, key: Hashable, entry: _Remembered) -> None:
-        with self._lock:
-            self._entries[key] = entry
+        self._entries[key] = entry
 
 
 async def decide_request(
